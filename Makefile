@@ -1,0 +1,42 @@
+# The two commands a new user needs:
+#   make train   install if needed, train MoDE on the default task, then evaluate it with rollouts
+#   make test    install if needed, run the test suite
+# Both are idempotent: the install step re-runs only when pyproject.toml changes.
+
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+TRAIN_ARGS ?=
+EVAL_EPISODES ?= 50
+
+.PHONY: install train test lint bench clean-venv
+
+$(PY):
+	python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
+
+# torch goes first, pinned to the CPU build: anything that pulls torch in unpinned would fetch a
+# multi-GB CUDA build instead.
+$(STAMP): pyproject.toml | $(PY)
+	@bash scripts/ensure_osmesa.sh
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+train: install
+	$(PY) train.py policy=mode $(TRAIN_ARGS)
+	$(PY) eval_rollouts.py checkpoint=latest n_episodes=$(EVAL_EPISODES) workers=2 video.n=4
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(PY) -m ruff check .
+
+bench: install
+	$(PY) benchmarks/data_throughput.py --quick
+
+clean-venv:
+	rm -rf $(VENV)

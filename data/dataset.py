@@ -1,0 +1,188 @@
+"""Torch Dataset and LightningDataModule over a demo store, yielding the batch of DESIGN.md.
+
+    {"obs": {key: [B, To, ...]}, "obs_is_pad": [B, To], "action": [B, T, Da],
+     "action_is_pad": [B, T], "task": [B], "goal": {"lang": [B, D]} (only with a language table)}
+
+Batches are gathered whole (`__getitems__`): one vectorized index per key per batch, which is
+what makes in-memory reads fast and zarr-backed reads tolerable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from data.normalize import Normalizer
+from data.sampler import WindowSampler, split_episodes
+from data.store import DemoStore, is_image_key
+
+
+class DemoDataset(Dataset):
+    """Windows of the chosen episodes. `in_memory=False` reads every batch from zarr."""
+
+    def __init__(
+        self,
+        store: DemoStore,
+        obs_keys: Sequence[str],
+        n_obs_steps: int,
+        horizon: int,
+        n_action_steps: int,
+        episode_ids: Sequence[int] | None = None,
+        in_memory: bool = True,
+        arrays: dict[str, np.ndarray] | None = None,
+        lang_table: np.ndarray | None = None,
+    ) -> None:
+        store.require_keys([*obs_keys, "action"])
+        if store.n_episodes == 0:
+            raise ValueError(f"store {store.path!r} has no episodes; generate some first")
+        self.obs_keys = list(obs_keys)
+        self.n_obs_steps = n_obs_steps
+        self.sampler = WindowSampler(store.episode_ends, n_obs_steps, horizon, n_action_steps, episode_ids)
+        keys = [*self.obs_keys, "action"]
+        if in_memory:
+            arrays = arrays if arrays is not None else store.load(keys)
+            self._source = {k: arrays[k] for k in keys}
+        else:
+            self._source = {k: store.array(k) for k in keys}
+        self._in_memory = in_memory
+        task_of_episode = store.episode_task
+        self._window_task = task_of_episode[self.sampler.window_episode].astype(np.int64)
+        self._lang = None if lang_table is None else torch.as_tensor(lang_table, dtype=torch.float32)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def _take(self, key: str, rows: np.ndarray) -> np.ndarray:
+        if self._in_memory:
+            return self._source[key][rows]
+        # zarr: one orthogonal read of the unique rows, then expand back to the window layout.
+        unique, inverse = np.unique(rows, return_inverse=True)
+        return np.asarray(self._source[key].oindex[unique])[inverse.reshape(rows.shape)]
+
+    def __getitems__(self, windows: Sequence[int]) -> dict[str, Any]:
+        windows = np.asarray(windows, dtype=np.int64)
+        rows, is_pad = self.sampler.rows(windows)
+        obs_rows = rows[:, : self.n_obs_steps]
+        batch: dict[str, Any] = {
+            "obs": {k: torch.from_numpy(self._take(k, obs_rows)) for k in self.obs_keys},
+            "obs_is_pad": torch.from_numpy(is_pad[:, : self.n_obs_steps]),
+            "action": torch.from_numpy(self._take("action", rows)),
+            "action_is_pad": torch.from_numpy(is_pad),
+            "task": torch.from_numpy(self._window_task[windows]),
+            "goal": {},
+        }
+        if self._lang is not None:
+            batch["goal"]["lang"] = self._lang[batch["task"]]
+        return batch
+
+    def __getitem__(self, window: int) -> dict[str, Any]:
+        one = self.__getitems__([window])
+        return {k: (v[0] if torch.is_tensor(v) else {kk: vv[0] for kk, vv in v.items()}) for k, v in one.items()}
+
+
+def _keep_batch(batch: dict[str, Any]) -> dict[str, Any]:
+    return batch  # __getitems__ already returns a collated batch
+
+
+def shape_meta_of(store: DemoStore, obs_keys: Sequence[str], lang_dim: int = 0) -> dict[str, Any]:
+    """What a policy is built from: per-key shapes and types, action shape, tasks, language width."""
+    store.require_keys([*obs_keys, "action"])
+    obs = {}
+    for k in obs_keys:
+        arr = store.array(k)
+        kind = "rgb" if is_image_key(k, np.empty((0, *arr.shape[1:]), dtype=arr.dtype)) else "low_dim"
+        obs[k] = {"shape": list(arr.shape[1:]), "type": kind}
+    return {
+        "obs": obs,
+        "action": {"shape": list(store.array("action").shape[1:])},
+        "n_tasks": len(store.tasks),
+        "lang_dim": int(lang_dim),
+    }
+
+
+def default_normalizer_modes(shape_meta: dict[str, Any], action_mode: str = "limits",
+                             low_dim_mode: str = "limits") -> dict[str, str]:
+    modes = {k: ("image" if v["type"] == "rgb" else low_dim_mode) for k, v in shape_meta["obs"].items()}
+    modes["action"] = action_mode
+    return modes
+
+
+class DemoDataModule(L.LightningDataModule):
+    """Train/val split by episode, in-memory arrays, normalizer fitting, loaders."""
+
+    def __init__(
+        self,
+        store_path: str,
+        obs_keys: Sequence[str],
+        n_obs_steps: int,
+        horizon: int,
+        n_action_steps: int,
+        batch_size: int = 256,
+        val_batch_size: int | None = None,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        val_ratio: float = 0.1,
+        split_seed: int = 0,
+        max_train_episodes: int | None = None,
+        in_memory: bool = True,
+        lang_table: np.ndarray | None = None,
+    ) -> None:
+        super().__init__()
+        self.store = DemoStore.open(store_path, "r")
+        self.obs_keys = list(obs_keys)
+        self.windows = (n_obs_steps, horizon, n_action_steps)
+        self.batch_size, self.val_batch_size = batch_size, val_batch_size or batch_size
+        self.num_workers, self.pin_memory, self.in_memory = num_workers, pin_memory, in_memory
+        self.lang_table = lang_table
+        self.train_ids, self.val_ids = split_episodes(
+            self.store.n_episodes, val_ratio, split_seed, max_train_episodes
+        )
+        self._arrays = self.store.load([*self.obs_keys, "action"]) if in_memory else None
+        self.train_set: DemoDataset | None = None
+        self.val_set: DemoDataset | None = None
+
+    def shape_meta(self) -> dict[str, Any]:
+        lang_dim = 0 if self.lang_table is None else int(self.lang_table.shape[1])
+        return shape_meta_of(self.store, self.obs_keys, lang_dim)
+
+    def fit_normalizer(self, modes: dict[str, str]) -> Normalizer:
+        """Statistics from the training episodes only (validation stays unseen)."""
+        ends = self.store.episode_ends
+        starts = np.concatenate([[0], ends[:-1]])
+        rows = np.concatenate([np.arange(starts[i], ends[i]) for i in self.train_ids])
+        low_dim = [k for k, m in modes.items() if m != "image"]
+        source = self._arrays if self._arrays is not None else self.store.load(low_dim)
+        arrays = {k: source[k][rows] for k in low_dim}
+        arrays.update({k: np.zeros((1, 1), np.uint8) for k, m in modes.items() if m == "image"})
+        return Normalizer.fit(arrays, modes)
+
+    def _dataset(self, ids: np.ndarray) -> DemoDataset:
+        return DemoDataset(self.store, self.obs_keys, *self.windows, episode_ids=ids,
+                           in_memory=self.in_memory, arrays=self._arrays, lang_table=self.lang_table)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is None:
+            self.train_set = self._dataset(self.train_ids)
+            self.val_set = self._dataset(self.val_ids) if len(self.val_ids) else None
+
+    def _loader(self, dataset: DemoDataset, batch_size: int, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            dataset, batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers,
+            pin_memory=self.pin_memory, collate_fn=_keep_batch, drop_last=False,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup()
+        return self._loader(self.train_set, self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        self.setup()
+        if self.val_set is None:
+            return []
+        return self._loader(self.val_set, self.val_batch_size, shuffle=False)

@@ -1,0 +1,130 @@
+"""Headless rendering, chosen in one place: EGL where an NVIDIA GPU is present, else OSMesa.
+
+Call `setup_rendering()` before anything imports mujoco (the backend is read at import).
+"""
+
+from __future__ import annotations
+
+import ctypes.util
+import os
+import shutil
+
+
+class RenderingUnavailable(RuntimeError):
+    pass
+
+
+def _gpu_present() -> bool:
+    return shutil.which("nvidia-smi") is not None or os.path.exists("/dev/nvidia0")
+
+
+def choose_backend() -> str:
+    """The MuJoCo GL backend to use: the user's MUJOCO_GL if set, else egl on GPU, else osmesa."""
+    if os.environ.get("MUJOCO_GL"):
+        return os.environ["MUJOCO_GL"]
+    return "egl" if _gpu_present() else "osmesa"
+
+
+def setup_rendering() -> str:
+    """Set MUJOCO_GL / PYOPENGL_PLATFORM for this process and its children; return the backend."""
+    backend = choose_backend()
+    if backend == "osmesa" and ctypes.util.find_library("OSMesa") is None:
+        raise RenderingUnavailable(
+            "no headless OpenGL: OSMesa is missing. Install the Debian package libosmesa6 "
+            "(apt-get install -y libosmesa6), or set MUJOCO_GL=egl on a machine with a GPU."
+        )
+    os.environ["MUJOCO_GL"] = backend
+    os.environ["PYOPENGL_PLATFORM"] = backend
+    # llvmpipe (software GL) spawns one thread per core per context; with several worker
+    # processes on a small machine that oversubscribes the CPU.
+    os.environ.setdefault("LP_NUM_THREADS", "0")
+    return backend
+
+
+# Render quality. "fast" is for learning from pixels: without shadows, reflections and
+# multisampling a software (llvmpipe) renderer draws an 84x84 frame about ten times faster.
+# "full" keeps the model's own settings, for videos people look at.
+RENDER_QUALITIES = ("fast", "full")
+FAST_SHADOW_SIZE = 512
+
+
+def _check_quality(quality: str) -> None:
+    if quality not in RENDER_QUALITIES:
+        raise ValueError(f"render quality must be one of {RENDER_QUALITIES}, got {quality!r}")
+
+
+def set_scene_quality(scene, quality: str) -> None:
+    """Turn shadows and reflections of a mujoco.MjvScene off ("fast") or on ("full")."""
+    import mujoco
+
+    _check_quality(quality)
+    on = int(quality == "full")
+    scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = on
+    scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = on
+
+
+def make_render_context(model, quality: str, width: int = 0, height: int = 0, full_settings=None):
+    """A mujoco.MjrContext for `model` at `quality`, in the GL context that is current.
+
+    The shadow-map size, multisampling and offscreen size are read from the model when the
+    context is made, so they are set for the call and restored after it. `full_settings`
+    (shadowsize, offsamples) are the model's original values, needed when the model was
+    already switched to fast settings.
+    """
+    import mujoco
+
+    _check_quality(quality)
+    q, g = model.vis.quality, model.vis.global_
+    saved = (q.shadowsize, q.offsamples, g.offwidth, g.offheight)
+    if quality == "fast":
+        q.shadowsize, q.offsamples = FAST_SHADOW_SIZE, 0
+    elif full_settings is not None:
+        q.shadowsize, q.offsamples = full_settings
+    g.offwidth, g.offheight = max(width, g.offwidth), max(height, g.offheight)
+    try:
+        return mujoco.MjrContext(model, mujoco.mjtFontScale.mjFONTSCALE_150)
+    finally:
+        q.shadowsize, q.offsamples, g.offwidth, g.offheight = saved
+
+
+class FrameRenderer:
+    """Draws upright RGB frames of a MuJoCo model from its fixed cameras at one quality.
+
+    It owns its scene and MjrContext but no GL context: create and use it while the GL
+    context of the simulator is current, so it can coexist with the simulator's own renderer.
+    """
+
+    def __init__(self, model, quality: str, width: int, height: int, option=None, full_settings=None):
+        import mujoco
+
+        self._model = model
+        self.quality = quality
+        self._scene = mujoco.MjvScene(model, maxgeom=10000)
+        set_scene_quality(self._scene, quality)
+        self._option = option if option is not None else mujoco.MjvOption()
+        self._camera = mujoco.MjvCamera()
+        self._camera.type = mujoco.mjtCamera.mjCAMERA_FIXED
+        self._context = make_render_context(model, quality, width, height, full_settings)
+
+    def render(self, data, camera_id: int, width: int, height: int):
+        import mujoco
+        import numpy as np
+
+        if width > self._context.offWidth or height > self._context.offHeight:
+            raise ValueError(
+                f"frame {width}x{height} exceeds this renderer's buffer "
+                f"{self._context.offWidth}x{self._context.offHeight}"
+            )
+        mujoco.mjr_setBuffer(mujoco.mjtFramebuffer.mjFB_OFFSCREEN, self._context)
+        self._camera.fixedcamid = camera_id
+        mujoco.mjv_updateScene(
+            self._model, data, self._option, None, self._camera, mujoco.mjtCatBit.mjCAT_ALL, self._scene
+        )
+        viewport = mujoco.MjrRect(0, 0, width, height)
+        mujoco.mjr_render(viewport, self._scene, self._context)
+        rgb = np.empty((height, width, 3), dtype=np.uint8)
+        mujoco.mjr_readPixels(rgb, None, viewport, self._context)
+        return np.ascontiguousarray(rgb[::-1])  # OpenGL rows run bottom-up
+
+    def close(self) -> None:
+        self._context.free()

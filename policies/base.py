@@ -1,0 +1,93 @@
+"""The Policy interface every model implements, and checkpoint save/load that needs only the file.
+
+Checkpoint contract: any checkpoint file (ours or a Lightning .ckpt) holds
+  ckpt["policy"] = {"name": str, "config": dict, "shape_meta": dict,
+                    "normalizer": dict, "state_dict": {...}}
+with plain data only, so `torch.load(weights_only=True)` reads it and nothing is unpickled.
+
+shape_meta = {"obs": {key: {"shape": [...], "type": "low_dim" | "rgb"}},
+              "action": {"shape": [Da]}, "n_tasks": int, "lang_dim": int (0: no language)}
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from data.normalize import Normalizer
+
+POLICY_REGISTRY: dict[str, type[Policy]] = {}
+
+
+def register_policy(name: str):
+    def deco(cls: type[Policy]) -> type[Policy]:
+        cls.name = name
+        POLICY_REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+class Policy(nn.Module):
+    """A diffusion policy: batch -> loss for training, observations -> action chunk for control."""
+
+    name: ClassVar[str] = "base"
+
+    def __init__(self, config: dict[str, Any], shape_meta: dict[str, Any], normalizer: Normalizer) -> None:
+        super().__init__()
+        self.config = dict(config)
+        self.shape_meta = shape_meta
+        self.normalizer = normalizer
+
+    # --- the interface -------------------------------------------------------------------
+    def compute_loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """batch as in DESIGN.md -> (scalar loss, metrics). Metrics stay tensors (no host sync)."""
+        raise NotImplementedError
+
+    def predict_action(self, obs: dict[str, torch.Tensor], goal: dict[str, torch.Tensor]) -> torch.Tensor:
+        """obs {key: [B, To, ...]} in env units, goal {"task": [B], "lang"?: [B, D]} -> [B, Ta, Da]."""
+        raise NotImplementedError
+
+    # --- checkpoints ---------------------------------------------------------------------
+    def checkpoint_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "config": self.config,
+            "shape_meta": self.shape_meta,
+            "normalizer": self.normalizer.config(),
+            "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
+        }
+
+    def save(self, path: str | os.PathLike) -> None:
+        torch.save({"policy": self.checkpoint_dict()}, path)
+
+    @staticmethod
+    def build(name: str, config: dict, shape_meta: dict, normalizer: Normalizer) -> Policy:
+        import policies  # noqa: F401  (registers every policy)
+
+        if name not in POLICY_REGISTRY:
+            raise ValueError(f"unknown policy {name!r}; known: {', '.join(sorted(POLICY_REGISTRY))}")
+        return POLICY_REGISTRY[name](config, shape_meta, normalizer)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, map_location: str = "cpu") -> Policy:
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"checkpoint {path!r} does not exist or is not a file")
+        try:
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as err:  # corrupt or foreign pickle
+            raise ValueError(f"{path!r} is not a readable checkpoint ({type(err).__name__}: {err})") from err
+        if not isinstance(ckpt, dict) or "policy" not in ckpt:
+            raise ValueError(f"{path!r} is not a policy checkpoint of this framework (no 'policy' entry)")
+        meta = ckpt["policy"]
+        if cls is not Policy and meta["name"] != cls.name:
+            raise ValueError(f"{path!r} holds a {meta['name']!r} policy, not a {cls.name!r} policy")
+        normalizer = Normalizer.from_config(meta["normalizer"])
+        policy = Policy.build(meta["name"], meta["config"], meta["shape_meta"], normalizer)
+        policy.load_state_dict(meta["state_dict"])
+        policy.eval()
+        return policy
