@@ -15,7 +15,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from data.normalize import Normalizer
 from data.sampler import WindowSampler, split_episodes
@@ -85,6 +85,46 @@ class DemoDataset(Dataset):
         return {k: (v[0] if torch.is_tensor(v) else {kk: vv[0] for kk, vv in v.items()}) for k, v in one.items()}
 
 
+class StepBatchSampler(Sampler[list[int]]):
+    """Endless batches where batch number s is a function of (seed, s) alone.
+
+    Epoch e is a permutation drawn from (seed, e); batch s takes its slice. Training is bounded by
+    steps, not epochs, and a run resumed at step s (`start_step`) sees exactly the batches the
+    uninterrupted run saw, even mid-epoch. With several data-parallel ranks each rank takes its
+    own part of one global batch of `batch_size * world_size` windows.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int = 0, start_step: int = 0,
+                 rank: int = 0, world_size: int = 1) -> None:
+        if n < 1:
+            raise ValueError("cannot sample batches from an empty dataset")
+        self.n, self.batch_size, self.seed, self.start_step = n, batch_size, seed, start_step
+        self.rank, self.world_size = rank, world_size
+        self._cached_epoch, self._cached_perm = -1, torch.empty(0, dtype=torch.long)
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        if self._cached_epoch != epoch:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+            self._cached_perm, self._cached_epoch = torch.randperm(self.n, generator=g), epoch
+        return self._cached_perm
+
+    def batch(self, step: int) -> list[int]:
+        first = step * self.batch_size * self.world_size + self.rank * self.batch_size
+        positions = torch.arange(first, first + self.batch_size)
+        epochs = positions // self.n
+        out = torch.empty_like(positions)
+        for e in epochs.unique().tolist():  # a batch may straddle two epochs (or more, if tiny)
+            m = epochs == e
+            out[m] = self._permutation(e)[positions[m] % self.n]
+        return out.tolist()
+
+    def __iter__(self):
+        step = self.start_step
+        while True:
+            yield self.batch(step)
+            step += 1
+
+
 def _keep_batch(batch: dict[str, Any]) -> dict[str, Any]:
     return batch  # __getitems__ already returns a collated batch
 
@@ -139,6 +179,7 @@ class DemoDataModule(L.LightningDataModule):
         self.batch_size, self.val_batch_size = batch_size, val_batch_size or batch_size
         self.num_workers, self.pin_memory, self.in_memory = num_workers, pin_memory, in_memory
         self.lang_table = lang_table
+        self.split_seed = split_seed
         self.train_ids, self.val_ids = split_episodes(
             self.store.n_episodes, val_ratio, split_seed, max_train_episodes
         )
@@ -170,19 +211,20 @@ class DemoDataModule(L.LightningDataModule):
             self.train_set = self._dataset(self.train_ids)
             self.val_set = self._dataset(self.val_ids) if len(self.val_ids) else None
 
-    def _loader(self, dataset: DemoDataset, batch_size: int, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            dataset, batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers,
-            pin_memory=self.pin_memory, collate_fn=_keep_batch, drop_last=False,
-            persistent_workers=self.num_workers > 0,
-        )
-
     def train_dataloader(self) -> DataLoader:
         self.setup()
-        return self._loader(self.train_set, self.batch_size, shuffle=True)
+        trainer = getattr(self, "trainer", None)
+        # Lightning restores a checkpoint before it asks for loaders: start where the run stopped.
+        start = trainer.global_step if trainer is not None else 0
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        sampler = StepBatchSampler(len(self.train_set), self.batch_size, self.split_seed, start, rank, world)
+        return DataLoader(self.train_set, batch_sampler=sampler, num_workers=self.num_workers,
+                          pin_memory=self.pin_memory, collate_fn=_keep_batch,
+                          persistent_workers=self.num_workers > 0)
 
     def val_dataloader(self) -> DataLoader | list:
         self.setup()
         if self.val_set is None:
             return []
-        return self._loader(self.val_set, self.val_batch_size, shuffle=False)
+        return DataLoader(self.val_set, batch_size=self.val_batch_size, shuffle=False,
+                          num_workers=self.num_workers, pin_memory=self.pin_memory, collate_fn=_keep_batch)

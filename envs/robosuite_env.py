@@ -3,12 +3,14 @@
 Deterministic resets: robosuite 1.5.1 has no working seed argument; object placement and the
 robot's initial joint noise draw from the *global* `np.random`. `reset(seed)` therefore runs
 robosuite's reset with the global generator swapped for the env's own seeded one and puts the
-caller's global state back afterwards, so episodes depend on their seed only.
+caller's global state back afterwards, so episodes depend on their seed only (and the caller's
+random streams are not disturbed).
 """
 
 from __future__ import annotations
 
 import logging
+import random
 from typing import Any
 
 import gymnasium as gym
@@ -183,13 +185,16 @@ class RobosuiteEnv(gym.Env):
         return obs
 
     def _reset_sim(self) -> dict[str, np.ndarray]:
-        saved = np.random.get_state()
+        saved, saved_py = np.random.get_state(), random.getstate()
         np.random.set_state(self._rng.get_state())
+        # Some robosuite variants pick objects with the stdlib generator: seed it from ours too.
+        random.seed(int(self._rng.randint(0, 2**31 - 1)))
         try:
             raw = self._env.reset()
         finally:
             self._rng.set_state(np.random.get_state())
             np.random.set_state(saved)
+            random.setstate(saved_py)
         self._t = 0
         return raw
 

@@ -103,3 +103,18 @@ def test_normalizer_round_trip_and_state_dict_reload():
     torch.testing.assert_close(out, torch.tensor([-1.0, 1.0]))
     with pytest.raises(ValueError, match="unknown normalizer mode"):
         Normalizer.fit(arrays, {"a": "minmax"})
+
+
+def test_step_batches_depend_on_step_only_and_cover_each_epoch():
+    from data.dataset import StepBatchSampler
+
+    full = StepBatchSampler(23, 5, seed=1)
+    it = iter(full)
+    batches = [next(it) for _ in range(10)]
+    resumed = iter(StepBatchSampler(23, 5, seed=1, start_step=6))
+    assert [next(resumed) for _ in range(4)] == batches[6:]
+    flat = [i for b in batches for i in b]
+    assert sorted(flat[:23]) == list(range(23))  # the first epoch is a permutation
+    # two ranks split one global batch without overlap
+    r0, r1 = StepBatchSampler(23, 4, 1, 0, 0, 2), StepBatchSampler(23, 4, 1, 0, 1, 2)
+    assert not set(r0.batch(0)) & set(r1.batch(0))

@@ -1,0 +1,261 @@
+"""Generate demonstrations with the scripted experts into a demo store.
+
+    python -m data.generate task=lift n_episodes=100 out=datasets/lift.zarr images=false workers=2
+
+Keys: task (a name, a set such as mt10, or a comma list), n_episodes (total; spread evenly over
+the tasks), out, images, workers (spawned processes; 0 runs in this process), seed, noise
+(expert action noise), keep_failed, image_size, horizon.
+
+Seeds: the episodes of each task use env seeds seed, seed+1, seed+2, ... (a failed, dropped
+seed is skipped, so the next one fills in). Evaluation uses seeds from EVAL_SEED_START up,
+disjoint from these. Re-running with the same arguments tops the store up: (task, seed) pairs
+already stored are skipped. Episodes are appended atomically by this process only, in seed
+order, so Ctrl-C or a crash leaves a valid store holding whole episodes.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from data.store import DemoStore, StoreError
+from envs.registry import resolve_tasks
+from envs.spec import EnvSpec
+
+EVAL_SEED_START = 1_000_000  # rollout evaluation seeds start here; demonstrations stay below
+DEFAULTS: dict[str, Any] = {
+    "task": "lift", "n_episodes": 100, "out": None, "images": False, "workers": 2, "seed": 0,
+    "noise": 0.0, "keep_failed": False, "image_size": 84, "horizon": None,
+}
+MAX_ATTEMPTS_FACTOR = 3  # give up on a task after this many tries per wanted episode (+10)
+
+# --- worker side (runs in spawned processes, or in this one with workers=0) -----------------
+_CACHE: dict[str, Any] = {}
+
+
+def _env_and_expert(spec_dict: dict, noise: float):
+    """The worker's env and expert for a spec, rebuilt only when the task changes."""
+    key = repr((sorted(spec_dict.items()), noise))
+    if _CACHE.get("key") != key:
+        from envs.experts import make_expert
+        from envs.factory import make_env
+
+        if "env" in _CACHE:
+            _CACHE["env"].close()
+        _CACHE.update(key=key, env=make_env(spec_dict), expert=make_expert(spec_dict, noise=noise))
+    return _CACHE["env"], _CACHE["expert"]
+
+
+def run_episode(spec_dict: dict, seed: int, noise: float = 0.0) -> dict[str, Any]:
+    """Roll the expert out once: {"episode": {key: [L, ...]}, "success", "seed", "action_space"}."""
+    env, expert = _env_and_expert(spec_dict, noise)
+    obs, _ = env.reset(seed=seed)
+    expert.reset(env)
+    frames: dict[str, list[np.ndarray]] = {k: [] for k in obs}
+    actions, success = [], False
+    for _ in range(env.env_spec.horizon):
+        action = np.asarray(expert.act(env, obs), dtype=np.float32)
+        for k, v in obs.items():
+            frames[k].append(v)
+        actions.append(action)
+        obs, _, terminated, truncated, info = env.step(action)
+        success = bool(info["success"])
+        if terminated or truncated:
+            break
+    episode = {k: np.stack(v) for k, v in frames.items()}
+    episode["action"] = np.stack(actions)
+    space = env.action_space
+    return {"episode": episode, "success": success, "seed": seed,
+            "action_space": {"low": space.low.tolist(), "high": space.high.tolist(),
+                             "controller": env.env_spec.controller}}
+
+
+def _job(args: tuple[dict, int, float]) -> dict[str, Any]:
+    return run_episode(*args)
+
+
+def _worker_init() -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+# --- main side ---------------------------------------------------------------------------
+def _per_task_counts(n_episodes: int, n_tasks: int) -> list[int]:
+    base, extra = divmod(n_episodes, n_tasks)
+    return [base + (i < extra) for i in range(n_tasks)]
+
+
+def _open_or_check(out: str, tasks: list[dict]) -> DemoStore | None:
+    """The existing store at `out` (for topping up), after checking it holds the same tasks."""
+    if not os.path.exists(out):
+        return None
+    store = DemoStore.open(out, mode="a")
+    have = [(t["name"], t.get("env_spec")) for t in store.tasks]
+    want = [(t["name"], t["env_spec"]) for t in tasks]
+    if have != want:
+        raise StoreError(
+            f"{out!r} holds a store of other tasks or env settings ({[h[0] for h in have]}); "
+            "choose another out=PATH or delete it to regenerate"
+        )
+    return store
+
+
+def _plan(store: DemoStore | None, counts: list[int], seed: int, attempted: list[set[int]]) -> list[tuple]:
+    """(task index, seed) jobs that fill every task up to its count, skipping stored/tried seeds."""
+    jobs = []
+    for i, want in enumerate(counts):
+        stored = set()
+        have = 0
+        if store is not None:
+            mine = store.episode_task == i
+            stored = set(store.episode_seed[mine].tolist())
+            have = int(mine.sum())
+        s = seed
+        for _ in range(max(0, want - have)):
+            while s in stored or s in attempted[i]:
+                s += 1
+            jobs.append((i, s))
+            attempted[i].add(s)
+    return jobs
+
+
+def _results(jobs, specs, noise, workers) -> Iterator[tuple[int, dict]]:
+    args = [(specs[i], s, noise) for i, s in jobs]
+    if workers == 0:
+        for (i, _), a in zip(jobs, args):
+            yield i, _job(a)
+        return
+    ctx = mp.get_context("spawn")  # forked children inherit GL state and crash; envs start inside workers
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as pool:
+        try:
+            for (i, _), result in zip(jobs, pool.map(_job, args, chunksize=1)):
+                yield i, result
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+
+
+def generate(task: str, n_episodes: int, out: str, images: bool = False, workers: int = 2, seed: int = 0,
+             noise: float = 0.0, keep_failed: bool = False, image_size: int = 84, horizon: int | None = None,
+             progress: bool = True) -> DemoStore:
+    """Fill the store at `out` with `n_episodes` expert demonstrations of `task` (see module doc)."""
+    if n_episodes <= 0:
+        raise ValueError(f"n_episodes must be positive, got {n_episodes}")
+    if workers < 0:
+        raise ValueError(f"workers must be >= 0 (0: run in this process), got {workers}")
+    if not 0 <= seed < EVAL_SEED_START:
+        raise ValueError(f"seed must be in [0, {EVAL_SEED_START}): seeds from {EVAL_SEED_START} on are for evaluation")
+    overrides: dict[str, Any] = {"image_size": image_size}
+    if horizon is not None:
+        overrides["horizon"] = horizon
+    tasks = resolve_tasks(task, images=images, **overrides)
+    if n_episodes < len(tasks):
+        raise ValueError(f"n_episodes={n_episodes} is fewer than the {len(tasks)} tasks of {task!r}")
+    entries = [{"name": t["name"], "instruction": t["instruction"], "env_spec": t["env_spec"].to_dict()}
+               for t in tasks]
+    specs = [e["env_spec"] for e in entries]
+    store = _open_or_check(out, entries)
+    counts = _per_task_counts(n_episodes, len(tasks))
+    attempted: list[set[int]] = [set() for _ in tasks]
+    bar = _progress_bar(sum(counts) - (store.n_episodes if store else 0), progress, task)
+    try:
+        while jobs := _plan(store, counts, seed, attempted):
+            for i, tried in enumerate(attempted):
+                if len(tried) > MAX_ATTEMPTS_FACTOR * counts[i] + 10:
+                    raise RuntimeError(f"the {entries[i]['name']} expert failed too often "
+                                       f"({len(tried)} tries for {counts[i]} episodes); try keep_failed=true")
+                if max(tried, default=seed) >= EVAL_SEED_START:
+                    raise RuntimeError("demonstration seeds ran into the evaluation range; lower seed")
+            for i, result in _results(jobs, specs, noise, workers):
+                if not (result["success"] or keep_failed):
+                    continue
+                if store is None:
+                    store = DemoStore.create(out, tasks=entries, action_space=result["action_space"])
+                store.append_episode(result["episode"], task=i, seed=result["seed"], success=result["success"])
+                bar.update(1)
+    except KeyboardInterrupt:
+        n = store.n_episodes if store else 0
+        print(f"\ninterrupted: {out} keeps {n} complete episodes; re-run to top it up", file=sys.stderr)
+        raise
+    finally:
+        bar.close()
+    return DemoStore.open(out, mode="r")
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress_bar(total: int, enabled: bool, task: str):
+    if not enabled or total <= 0:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=f"demos {task}", unit="ep", dynamic_ncols=True)
+
+
+# --- command line ------------------------------------------------------------------------
+def _parse_value(key: str, text: str, default: Any) -> Any:
+    if key == "horizon" and text.lower() in ("none", "null"):
+        return None
+    if isinstance(default, bool):
+        if text.lower() in ("true", "1", "yes"):
+            return True
+        if text.lower() in ("false", "0", "no"):
+            return False
+        raise ValueError(f"{key} must be true or false, got {text!r}")
+    if isinstance(default, int) or key == "horizon":
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError(f"{key} must be an integer, got {text!r}") from None
+    if isinstance(default, float):
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f"{key} must be a number, got {text!r}") from None
+    return text
+
+
+def parse_args(argv: list[str]) -> dict[str, Any]:
+    """key=value arguments -> generate() keyword arguments (unknown keys are an error)."""
+    args = dict(DEFAULTS)
+    for item in argv:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise ValueError(f"arguments are key=value, got {item!r}; keys: {', '.join(DEFAULTS)}")
+        if key not in DEFAULTS:
+            raise ValueError(f"unknown argument {key!r}; known: {', '.join(DEFAULTS)}")
+        args[key] = _parse_value(key, text, DEFAULTS[key])
+    if not args["out"]:
+        args["out"] = os.path.join("datasets", f"{args['task'].replace(',', '+')}"
+                                   f"{'-images' if args['images'] else ''}.zarr")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = parse_args(sys.argv[1:] if argv is None else argv)
+        store = generate(**args)
+    except (ValueError, RuntimeError) as err:  # StoreError is a ValueError
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    ok = int(store.episode_success.sum())
+    print(f"{store.path}: {store.n_episodes} episodes ({ok} successful), {store.n_steps} steps, "
+          f"tasks: {', '.join(t['name'] for t in store.tasks)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

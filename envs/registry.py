@@ -1,0 +1,92 @@
+"""Task names users type (`task=lift`, `task=mt10`, `task=reach-v3`) -> env specs + instructions.
+
+Robosuite tasks: lift, stack, can, door, square (the robosuite env names work too).
+Meta-World: any v3 task name, and the sets mt10 and mt50. Several names joined by commas
+make one multi-task list ("lift,can").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from envs.metaworld_tasks import METAWORLD_INSTRUCTIONS
+from envs.robosuite_env import DEFAULT_STATE_KEYS
+from envs.robosuite_env import INSTRUCTIONS as ROBOSUITE_INSTRUCTIONS
+from envs.spec import EnvSpec
+
+ROBOSUITE_NAMES = {
+    "lift": "Lift",
+    "stack": "Stack",
+    "can": "PickPlaceCan",
+    "door": "Door",
+    "square": "NutAssemblySquare",
+}
+ROBOSUITE_CAMERAS = ["agentview", "robot0_eye_in_hand"]
+TASK_SETS = ("mt10", "mt50")
+_SPEC_FIELDS = {f.name for f in dataclasses.fields(EnvSpec)} - {"simulator", "task", "version"}
+
+
+def known_tasks() -> list[str]:
+    """Every name resolve_tasks accepts (robosuite short names, sets, then Meta-World tasks)."""
+    return list(ROBOSUITE_NAMES) + list(TASK_SETS) + sorted(METAWORLD_INSTRUCTIONS)
+
+
+def robosuite_spec(task: str, images: bool = False, image_size: int = 84, **fields: Any) -> EnvSpec:
+    """The spec of a robosuite task (robosuite env name), with both default cameras when `images`."""
+    return EnvSpec(
+        simulator="robosuite",
+        task=task,
+        cameras=list(ROBOSUITE_CAMERAS) if images else [],
+        state_keys=list(DEFAULT_STATE_KEYS),  # explicit, so a stored spec survives changed defaults
+        image_size=image_size,
+        **fields,
+    )
+
+
+def _names(name: str) -> list[str]:
+    by_robosuite_name = {v.lower(): k for k, v in ROBOSUITE_NAMES.items()}
+    names: list[str] = []
+    for part in (p.strip().lower() for p in name.split(",")):
+        if part in TASK_SETS:
+            from envs import metaworld_tasks  # MT10/MT50 come from the installed metaworld
+
+            names += getattr(metaworld_tasks, part.upper())
+        elif part in ROBOSUITE_NAMES or part in METAWORLD_INSTRUCTIONS:
+            names.append(part)
+        elif part in by_robosuite_name:
+            names.append(by_robosuite_name[part])
+        else:
+            raise ValueError(
+                f"unknown task {part!r}; known tasks: {', '.join(known_tasks())} "
+                "(join several with commas for a multi-task set)"
+            )
+    if len(set(names)) != len(names):
+        raise ValueError(f"task list {name!r} names a task twice")
+    return names
+
+
+def resolve_tasks(name: str, images: bool = False, **overrides: Any) -> list[dict[str, Any]]:
+    """[{name, instruction, env_spec}] for a task name, a set (mt10, mt50) or a comma list.
+
+    `overrides` replace EnvSpec fields (image_size, horizon, cameras, render, seed, ...).
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"task must be a non-empty name; known tasks: {', '.join(known_tasks())}")
+    unknown = sorted(set(overrides) - _SPEC_FIELDS)
+    if unknown:
+        raise ValueError(f"unknown env spec overrides {unknown}; known: {sorted(_SPEC_FIELDS)}")
+    tasks = []
+    for task in _names(name):
+        if task in ROBOSUITE_NAMES:
+            spec = robosuite_spec(ROBOSUITE_NAMES[task], images=images)
+            instruction = ROBOSUITE_INSTRUCTIONS[spec.task]
+        else:
+            from envs.metaworld_tasks import metaworld_spec
+
+            spec = metaworld_spec(task, images=images)
+            instruction = METAWORLD_INSTRUCTIONS[task]
+        if overrides:
+            spec = spec.replace(**overrides)  # re-validates
+        tasks.append({"name": task, "instruction": instruction, "env_spec": spec})
+    return tasks

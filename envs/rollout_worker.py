@@ -1,0 +1,209 @@
+"""The process side of the rollout runner: builds envs lazily and executes action chunks.
+
+Runs in a spawned process and imports neither torch nor any simulator itself; the env factory
+(`"module:function"` or a picklable callable) imports what it needs, inside this process.
+
+Protocol (one request, one reply, over a duplex Pipe):
+  ("reset", episode: dict)  -> ("obs", reply) | ("error", reply)
+  ("act", actions [n, Da])  -> ("obs", reply) | ("error", reply)
+  ("close",)                -> the process exits
+reply = {"obs": {key: [To, ...]} (absent once done), "steps", "return", "success", "done", "video"}.
+An error reply carries "message" and "build" (True when the env could not even be constructed, or
+lacks an observation the policy needs: errors every episode would repeat).
+Executing a whole chunk here, not one step per message, is what the receding horizon allows:
+the policy is not consulted between the actions of a chunk, so the pipe is crossed once per chunk.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import traceback
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+DEFAULT_ENV_FACTORY = "envs.factory:make_env"
+
+
+def resolve_factory(factory: str | Callable[..., Any]) -> Callable[..., Any]:
+    """The callable behind `"package.module:function"` (or the callable itself)."""
+    if callable(factory):
+        return factory
+    module_name, sep, attr = str(factory).partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"env factory must look like 'package.module:function', got {factory!r}")
+    fn = getattr(importlib.import_module(module_name), attr, None)
+    if not callable(fn):
+        raise ValueError(f"env factory {factory!r}: {module_name} has no callable {attr!r}")
+    return fn
+
+
+def describe_error(err: BaseException) -> str:
+    """`Type: message (at file.py:line in function)`, the innermost frame being where it was raised."""
+    where = ""
+    tb = traceback.extract_tb(err.__traceback__)
+    if tb:
+        frame = tb[-1]
+        where = f" (at {os.path.basename(frame.filename)}:{frame.lineno} in {frame.name})"
+    return f"{type(err).__name__}: {err}{where}"
+
+
+class _Episode:
+    def __init__(self, env: Any, cfg: dict[str, Any]) -> None:
+        self.env = env
+        self.cfg = cfg
+        self.history: deque[dict[str, np.ndarray]] = deque(maxlen=int(cfg["n_obs_steps"]))
+        self.steps = 0
+        self.ret = 0.0
+        self.success = False
+        self.done = False
+        self.frames: list[np.ndarray] | None = [] if cfg.get("video") else None
+        self.video_path: str | None = None
+
+    def record(self, raw_obs: dict[str, Any]) -> None:
+        if self.frames is None:
+            return
+        source = self.cfg["video"]["source"]
+        if source == "render":
+            frame = self.env.render(**self.cfg["video"].get("render_kwargs", {}))
+        else:
+            frame = raw_obs[source]  # a camera observation, e.g. "agentview_image"
+        self.frames.append(np.asarray(frame, dtype=np.uint8))
+
+    def stacked(self) -> dict[str, np.ndarray]:
+        return {k: np.stack([o[k] for o in self.history]) for k in self.history[0]}
+
+    def reply(self) -> dict[str, Any]:
+        out = {"steps": self.steps, "return": self.ret, "success": self.success, "done": self.done,
+               "video": self.video_path}
+        if not self.done:
+            out["obs"] = self.stacked()
+        return out
+
+    def write_video(self, outcome: str) -> None:
+        if not self.frames:
+            return
+        from envs.video import video_filename, write_video
+
+        video = self.cfg["video"]
+        name = video_filename(self.cfg["episode"], self.cfg["task_name"], outcome)
+        path = os.path.join(video["dir"], name)
+        write_video(path, self.frames, fps=video["fps"])
+        self.video_path = path
+        self.frames = None
+
+
+class ObsMismatch(KeyError):
+    """The env does not produce an observation the policy needs (a config error, not bad luck)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def _obs_dict(obs: Any, keys: list[str] | None) -> dict[str, np.ndarray]:
+    if not isinstance(obs, dict):
+        raise TypeError(f"env observations must be a dict of arrays, got {type(obs).__name__}")
+    if keys is None:
+        return {k: np.asarray(v) for k, v in obs.items()}
+    missing = [k for k in keys if k not in obs]
+    if missing:
+        raise ObsMismatch(f"the env gives no observation {missing} that the policy needs; "
+                          f"it gives {sorted(obs)}")
+    return {k: np.asarray(obs[k]) for k in keys}
+
+
+def _start(env: Any, cfg: dict[str, Any]) -> _Episode:
+    ep = _Episode(env, cfg)
+    raw, _ = env.reset(seed=int(cfg["seed"]))
+    obs = _obs_dict(raw, cfg.get("obs_keys"))
+    for _ in range(ep.history.maxlen or 1):  # pad the start by repeating the first observation
+        ep.history.append(obs)
+    ep.record(raw)
+    return ep
+
+
+def _act(ep: _Episode, actions: np.ndarray) -> None:
+    for action in actions:
+        raw, reward, terminated, truncated, info = ep.env.step(action)
+        obs = _obs_dict(raw, ep.cfg.get("obs_keys"))
+        ep.steps += 1
+        ep.ret += float(reward)
+        ep.success = ep.success or bool(info.get("success", False))
+        ep.history.append(obs)
+        ep.record(raw)
+        stop = ep.success and ep.cfg["stop_on_success"]
+        if stop or terminated or truncated or ep.steps >= ep.cfg["max_steps"]:
+            ep.done = True
+            break
+    if ep.done:
+        ep.write_video("success" if ep.success else "failure")
+
+
+def _close_env(env: Any) -> None:
+    try:
+        env.close()
+    except Exception:  # an env that just raised may fail to close too; it is dropped either way
+        pass
+
+
+def worker_main(conn, factory_ref: str | Callable[..., Any], factory_kwargs: dict[str, Any]) -> None:
+    """Serve requests until "close" (or the pipe closes). Envs are cached per task index."""
+    envs: dict[int, Any] = {}
+    ep: _Episode | None = None
+    factory: Callable[..., Any] | None = None
+    try:
+        while True:
+            try:
+                msg = conn.recv()
+            except EOFError:
+                return
+            if msg[0] == "close":
+                return
+            building = False
+            try:
+                if msg[0] == "reset":
+                    ep = None
+                    task = int(msg[1]["task"])
+                    if task not in envs:
+                        building = True
+                        if factory is None:
+                            factory = resolve_factory(factory_ref)
+                        envs[task] = factory(msg[1]["env_spec"], **factory_kwargs)
+                        building = False
+                    ep = _start(envs[task], msg[1])
+                elif msg[0] == "act":
+                    if ep is None or ep.done:
+                        raise RuntimeError("'act' without a running episode")
+                    _act(ep, np.asarray(msg[1]))
+                else:
+                    raise ValueError(f"unknown request {msg[0]!r}")
+                conn.send(("obs", ep.reply()))
+            except Exception as err:
+                fatal = building or isinstance(err, ObsMismatch)  # every episode would fail alike
+                reply = {"message": describe_error(err), "build": fatal, "steps": 0, "return": 0.0,
+                         "success": False, "video": None}
+                if ep is not None:
+                    reply["steps"], reply["return"] = ep.steps, ep.ret
+                    try:  # keep what was filmed: an errored episode is worth looking at
+                        ep.write_video("error")
+                        reply["video"] = ep.video_path
+                    except Exception as video_err:
+                        print(f"rollout worker: no error video: {video_err}", file=sys.stderr)
+                    # The env may be in any state after raising: rebuild it for the next episode.
+                    envs.pop(int(ep.cfg["task"]), None)
+                    _close_env(ep.env)
+                    ep = None
+                elif msg[0] == "reset" and not building:  # reset itself raised
+                    bad = envs.pop(int(msg[1]["task"]), None)
+                    if bad is not None:
+                        _close_env(bad)
+                conn.send(("error", reply))
+    except KeyboardInterrupt:
+        return
+    finally:
+        for env in envs.values():
+            _close_env(env)

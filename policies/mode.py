@@ -1,0 +1,326 @@
+"""MoDE: Mixture of Denoising Experts (Reuss et al., 2024) -- the whole model, top to bottom.
+
+Tokens  [σ-token, goal token, obs tokens (To per state group / camera), action tokens (T)] + learned
+        positions; the σ-token is the noise embedding c of c_noise = ln(σ)/4.
+Block   h = x + Attn(RMSNorm(x) + c)       c added to every attention input; QK-norm; optional causal
+        h = h + MoE(RMSNorm(h))            E SwiGLU experts, top-k per sample, chosen by a router that
+                                           sees ONLY c (softmax -> top-k, sampled without replacement
+                                           while training, deterministic at eval -> renormalized)
+Out     RMSNorm -> Linear on the action tokens = F of EDM (policies/diffusion.py).
+
+Expert caching. Routing depends on σ alone, and σ is shared by the batch at inference, so the experts
+of every (sampling step, layer) are known before sampling starts. `DiffusionTransformer.sampling`
+computes them for the whole schedule in one batched router pass; each sampling step then looks its
+routing up by the integer step index, skips the router and runs only its k experts for the whole batch
+(kernels.cached_moe_mlp reads the stacked expert weights in place). The table lives for one sampling
+call, so it can never be stale: it is rebuilt from the current weights every chunk (a few small ops)
+rather than keyed on parameter versions, which miss `p.data.copy_` (how Lightning's WeightAveraging
+swaps EMA weights in and out).
+
+The expert weights are stacked, w13 [E, 2h, d] (gate rows then up rows) and w2 [E, d, h], the layout of
+kernels/. The same transformer with a dense SwiGLU per block is the DiT baseline (policies/dit.py).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import kernels
+from data.normalize import Normalizer
+from policies.base import register_policy
+from policies.diffusion import DiffusionConfig, DiffusionPolicy
+from policies.encoders.goal import GoalEncoder
+from policies.encoders.obs import ObsEncoder
+
+ATTENTION = ("auto", "explicit", "sdpa")
+
+
+@dataclass
+class TransformerConfig(DiffusionConfig):
+    width: int = 128
+    n_layers: int = 4
+    n_heads: int = 4
+    causal: bool = False
+    qk_norm: bool = True
+    attention: str = "auto"  # explicit softmax(QKᵀ)V | sdpa | auto: explicit on CPU (faster for ~20 tokens)
+    dropout: float = 0.0  # attention probabilities and residual branches
+    goal_dropout: float = 0.0  # training: zero the goal embedding of this fraction of samples
+    state_hidden: int = 128  # hidden size of the per-group state MLPs
+    state_grouping: str = "joint"  # joint: one token per frame for all state keys | per_key
+    image_film: bool = True  # FiLM the image encoders with the goal embedding
+    image_encoder: dict = field(default_factory=dict)  # kwargs of policies.encoders.resnet.ResNetImageEncoder
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.width % self.n_heads:
+            raise ValueError(f"width {self.width} must be divisible by n_heads {self.n_heads}")
+        if self.attention not in ATTENTION:
+            raise ValueError(f"unknown attention {self.attention!r}; choose one of {', '.join(ATTENTION)}")
+
+
+@dataclass
+class MoDEConfig(TransformerConfig):
+    num_experts: int = 4
+    top_k: int = 2
+    expert_hidden: int = 256  # SwiGLU hidden size of each expert
+    router_hidden: int = 64  # router MLP hidden size (0: a single linear layer)
+    shared_expert: bool = False  # add a dense SwiGLU expert that every sample uses
+    lb_weight: float = 0.01  # load-balancing loss weight
+    z_loss_weight: float = 0.0  # router z-loss weight
+    expert_cache: bool = True  # precompute the routing of every sampling step (exact; faster)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 1 <= self.top_k <= self.num_experts:
+            raise ValueError(f"top_k ({self.top_k}) must be between 1 and num_experts ({self.num_experts})")
+
+
+# --- building blocks -------------------------------------------------------------------------
+class NoiseEmbedding(nn.Module):
+    """c_noise [B] -> c [B, d]: sinusoidal features (frequencies 1..100 resolve ~4% steps in σ) -> MLP."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.register_buffer("freqs", torch.logspace(0, 2, width // 2), persistent=False)
+        n_feat = 2 * (width // 2)
+        self.mlp = nn.Sequential(nn.Linear(n_feat, 2 * width), nn.SiLU(), nn.Linear(2 * width, width))
+
+    def forward(self, c_noise: torch.Tensor) -> torch.Tensor:
+        arg = c_noise[:, None] * self.freqs
+        return self.mlp(torch.cat([arg.sin(), arg.cos()], dim=-1))
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: TransformerConfig, n_tokens: int) -> None:
+        super().__init__()
+        self.n_heads, self.head_dim = cfg.n_heads, cfg.width // cfg.n_heads
+        self.qkv = nn.Linear(cfg.width, 3 * cfg.width, bias=False)
+        self.proj = nn.Linear(cfg.width, cfg.width, bias=False)
+        self.q_norm = nn.RMSNorm(self.head_dim, eps=1e-6) if cfg.qk_norm else nn.Identity()
+        self.k_norm = nn.RMSNorm(self.head_dim, eps=1e-6) if cfg.qk_norm else nn.Identity()
+        self.causal, self.dropout, self.impl = cfg.causal, cfg.dropout, cfg.attention
+        self.register_buffer("future", torch.ones(n_tokens, n_tokens).triu(1).bool(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k = self.q_norm(q), self.k_norm(k)
+        p_drop = self.dropout if self.training else 0.0
+        if self.impl == "sdpa" or (self.impl == "auto" and x.is_cuda):
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p_drop, is_causal=self.causal)
+        else:  # explicit: for ~20 tokens on CPU it beats SDPA's dispatch overhead
+            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_dim))
+            if self.causal:
+                att = att.masked_fill(self.future[:n, :n], float("-inf"))
+            att = F.dropout(att.softmax(dim=-1), p_drop) if p_drop else att.softmax(dim=-1)
+            y = att @ v
+        return self.proj(y.transpose(1, 2).reshape(b, n, d))
+
+
+class SwiGLU(nn.Module):
+    """Dense SwiGLU MLP in the experts' layout: w13 [2h, d] (gate rows, then up rows), w2 [d, h]."""
+
+    def __init__(self, width: int, hidden: int, out_std: float = 0.02) -> None:
+        super().__init__()
+        self.w13 = nn.Parameter(torch.randn(2 * hidden, width) * 0.02)
+        self.w2 = nn.Parameter(torch.randn(width, hidden) * out_std)
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None, route: Any = None) -> torch.Tensor:
+        gate, up = F.linear(x, self.w13).chunk(2, dim=-1)
+        return F.linear(F.silu(gate) * up, self.w2)
+
+
+def load_balancing_loss(probs_mean: torch.Tensor, load: torch.Tensor) -> torch.Tensor:
+    """E · Σ_i mean_b(p_bi) · n_i/N: 1 when routing is uniform, up to E when it collapses onto one expert."""
+    return probs_mean.shape[-1] * (probs_mean * load).sum(dim=-1)
+
+
+class SparseMoE(nn.Module):
+    """E SwiGLU experts stacked as w13 [E, 2h, d], w2 [E, d, h]; a router on the noise embedding only."""
+
+    def __init__(self, cfg: MoDEConfig, out_std: float) -> None:
+        super().__init__()
+        d, h, e = cfg.width, cfg.expert_hidden, cfg.num_experts
+        self.top_k = cfg.top_k
+        self.w13 = nn.Parameter(torch.randn(e, 2 * h, d) * 0.02)
+        self.w2 = nn.Parameter(torch.randn(e, d, h) * out_std)
+        rh = cfg.router_hidden
+        layers = [nn.Linear(d, rh), nn.SiLU(), nn.Linear(rh, e)] if rh > 0 else [nn.Linear(d, e)]
+        self.router = nn.Sequential(*layers)
+        self.shared = SwiGLU(d, h, out_std) if cfg.shared_expert else None
+        self.stats: dict[str, torch.Tensor] = {}  # of the last routed forward: probs_mean, load, z
+
+    def route(self, emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.router(emb)
+        ids, weights, stats = kernels.route(logits, self.top_k, training=self.training)
+        stats["z"] = torch.logsumexp(logits.float(), dim=-1).pow(2).mean()
+        self.stats = stats
+        return ids, weights
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor,
+                route: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        if route is None:  # training / uncached: route each sample, then its k experts
+            out = kernels.moe_mlp(x, self.w13, self.w2, *self.route(emb))
+        else:  # cached sampling: one routing (ids [k], weights [k]) for every token of the batch
+            out = kernels.cached_moe_mlp(x.reshape(-1, x.shape[-1]), self.w13, self.w2, *route).view_as(x)
+        return out if self.shared is None else out + self.shared(x)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: TransformerConfig, n_tokens: int, mlp: nn.Module) -> None:
+        super().__init__()
+        self.norm1, self.norm2 = nn.RMSNorm(cfg.width, eps=1e-6), nn.RMSNorm(cfg.width, eps=1e-6)
+        self.attn = Attention(cfg, n_tokens)
+        self.mlp = mlp
+        self.dropout = cfg.dropout
+
+    def forward(self, h: torch.Tensor, emb: torch.Tensor, route: Any = None) -> torch.Tensor:
+        a = self.attn(self.norm1(h) + emb[:, None])
+        h = h + (F.dropout(a, self.dropout, self.training) if self.dropout else a)
+        m = self.mlp(self.norm2(h), emb, route)
+        return h + (F.dropout(m, self.dropout, self.training) if self.dropout else m)
+
+
+# --- the denoiser network --------------------------------------------------------------------
+class DiffusionTransformer(nn.Module):
+    """net(x_in [B, T, Da], c_noise [B], cond [B, n_cond, d], step) -> F [B, T, Da]; `make_mlp(out_std)`
+    builds each block's MLP (SparseMoE for MoDE, SwiGLU for the DiT baseline)."""
+
+    def __init__(self, cfg: TransformerConfig, action_dim: int, n_cond_tokens: int,
+                 make_mlp: Callable[[float], nn.Module], expert_cache: bool = False) -> None:
+        super().__init__()
+        n_tokens = 1 + n_cond_tokens + cfg.horizon
+        out_std = 0.02 / math.sqrt(2 * cfg.n_layers)  # residual-branch outputs scaled by depth (GPT-2)
+        self.horizon = cfg.horizon
+        self.noise_emb = NoiseEmbedding(cfg.width)
+        self.action_in = nn.Linear(action_dim, cfg.width)
+        self.pos = nn.Parameter(torch.randn(1, n_tokens, cfg.width) * 0.02)
+        self.blocks = nn.ModuleList(Block(cfg, n_tokens, make_mlp(out_std)) for _ in range(cfg.n_layers))
+        self.norm = nn.RMSNorm(cfg.width, eps=1e-6)
+        self.head = nn.Linear(cfg.width, action_dim)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, std=0.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        for block in self.blocks:
+            nn.init.normal_(block.attn.proj.weight, std=out_std)
+        nn.init.zeros_(self.head.weight)  # F starts at 0, i.e. D(x; σ) = c_skip x
+        self.expert_cache = expert_cache
+        self._routes: list[list[tuple[torch.Tensor, torch.Tensor]]] | None = None
+
+    def sparse_layers(self) -> list[SparseMoE]:
+        return [b.mlp for b in self.blocks if isinstance(b.mlp, SparseMoE)]
+
+    def forward(self, x_in: torch.Tensor, c_noise: torch.Tensor, cond: torch.Tensor,
+                step: int | None = None) -> torch.Tensor:
+        emb = self.noise_emb(c_noise)
+        h = torch.cat([emb[:, None], cond, self.action_in(x_in)], dim=1) + self.pos
+        routes = self._routes[step] if self._routes is not None and step is not None else None
+        for i, block in enumerate(self.blocks):
+            h = block(h, emb, None if routes is None else routes[i])
+        return self.head(self.norm(h[:, -self.horizon :]))
+
+    @contextmanager
+    def sampling(self, sigmas: list[float]) -> Iterator[None]:
+        """Inside: forward(step=i) runs the experts precomputed for σ_i (EDM.sample enters this)."""
+        if not (self.expert_cache and self.sparse_layers()):
+            yield
+            return
+        self._routes = self.plan_routes(sigmas)
+        try:
+            yield
+        finally:
+            self._routes = None
+
+    @torch.no_grad()
+    def plan_routes(self, sigmas: list[float]) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
+        """routes[step][layer] = (ids [k], weights [k]): the deterministic routing at σ_step, for every
+        denoiser call of the schedule, from one router pass per layer and one route call in all."""
+        moes = self.sparse_layers()
+        if len(moes) != len(self.blocks):
+            raise ValueError("expert caching needs a sparse MLP in every block")
+        c_noise = torch.tensor([math.log(s) / 4 for s in sigmas if s > 0], dtype=self.pos.dtype,
+                               device=self.pos.device)
+        emb = self.noise_emb(c_noise)  # [S, d]
+        logits = torch.cat([m.router(emb) for m in moes])  # [L*S, E]
+        ids, weights, _ = kernels.route(logits, moes[0].top_k, training=False)
+        n_steps, n_layers = c_noise.shape[0], len(moes)
+
+        def per_step(t: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:  # [L*S, k] -> [S][L] views [k]
+            return [s.unbind(0) for s in t.view(n_layers, n_steps, -1).transpose(0, 1).unbind(0)]
+
+        return [list(zip(i, w)) for i, w in zip(per_step(ids), per_step(weights))]
+
+
+# --- the policies ----------------------------------------------------------------------------
+class TransformerPolicy(DiffusionPolicy):
+    """Goal + observation tokens -> DiffusionTransformer -> EDM. Subclasses choose the block MLP."""
+
+    config_cls: ClassVar[type[DiffusionConfig]] = TransformerConfig
+    cfg: TransformerConfig
+
+    def __init__(self, config: dict[str, Any], shape_meta: dict[str, Any], normalizer: Normalizer) -> None:
+        super().__init__(config, shape_meta, normalizer)
+        cfg = self.cfg
+        self.goal_encoder = GoalEncoder.from_shape_meta(shape_meta, cfg.width)
+        self.obs_encoder = ObsEncoder(
+            shape_meta, normalizer, cfg.width, cfg.n_obs_steps, cfg.state_hidden, cfg.state_grouping,
+            cfg.image_encoder, film_dim=cfg.width if cfg.image_film else 0,
+        )
+        self.net = DiffusionTransformer(cfg, self.action_dim, 1 + self.obs_encoder.n_tokens, self.make_mlp,
+                                        expert_cache=getattr(cfg, "expert_cache", False))
+
+    def make_mlp(self, out_std: float) -> nn.Module:
+        raise NotImplementedError
+
+    def encode(self, obs: dict[str, torch.Tensor], goal: dict[str, torch.Tensor]) -> torch.Tensor:
+        """-> cond tokens [B, 1 + n_obs_tokens, width]: the goal token, then the observation tokens."""
+        goal_emb = self.goal_encoder(goal)
+        if self.training and self.cfg.goal_dropout > 0:
+            keep = torch.rand(goal_emb.shape[0], 1, device=goal_emb.device) >= self.cfg.goal_dropout
+            goal_emb = goal_emb * keep.to(goal_emb.dtype)
+        tokens = self.obs_encoder(obs, self.normalizer, goal_emb)
+        return torch.cat([goal_emb[:, None].to(tokens.dtype), tokens], dim=1)
+
+    def param_counts(self) -> dict[str, int]:
+        """Total parameters, and those one sample's forward uses (all but the unchosen experts)."""
+        total = sum(p.numel() for p in self.parameters())
+        idle = sum((m.w13.shape[0] - m.top_k) * (m.w13[0].numel() + m.w2[0].numel())
+                   for m in self.net.sparse_layers())
+        return {"params_total": total, "params_active": total - idle}
+
+
+@register_policy("mode")
+class MoDEPolicy(TransformerPolicy):
+    config_cls = MoDEConfig
+    cfg: MoDEConfig
+
+    def make_mlp(self, out_std: float) -> nn.Module:
+        return SparseMoE(self.cfg, out_std)
+
+    def aux_loss(self) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
+        """Load-balancing (+ z) loss averaged over layers, and per-layer expert load (tensors, no sync)."""
+        stats = [m.stats for m in self.net.sparse_layers()]
+        if not stats or not stats[0]:
+            return None, {}
+        lb = torch.stack([load_balancing_loss(s["probs_mean"], s["load"]) for s in stats]).mean()
+        z = torch.stack([s["z"] for s in stats]).mean()
+        metrics = {"lb_loss": lb.detach(), "router_z_loss": z.detach()}
+        load = self.expert_usage()
+        for layer in range(load.shape[0]):
+            for expert in range(load.shape[1]):
+                metrics[f"expert_load/l{layer}e{expert}"] = load[layer, expert]
+        return self.cfg.lb_weight * lb + self.cfg.z_loss_weight * z, metrics
+
+    def expert_usage(self) -> torch.Tensor:
+        """[n_layers, E]: fraction of the routing assignments each expert got in the last routed forward."""
+        return torch.stack([m.stats["load"] for m in self.net.sparse_layers()])

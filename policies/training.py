@@ -1,0 +1,158 @@
+"""The pieces train.py wires together: data, policy, module, logger, callbacks, trainer, resume.
+
+Everything takes plain dicts (the resolved Hydra config), so a notebook can call it too.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+
+from data.dataset import DemoDataModule, default_normalizer_modes
+from policies.base import Policy
+from policies.module import PolicyModule
+
+POLICY_ONLY_KEYS = ("name",)
+
+
+# --- resume ----------------------------------------------------------------------------------
+def resolve_checkpoint(path: str) -> Path:
+    """A .ckpt file, or a run directory (-> its checkpoints/last.ckpt)."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        p = p / "checkpoints" / "last.ckpt"
+    if not p.is_file():
+        raise FileNotFoundError(f"resume: no checkpoint at {p}; pass a run directory or a .ckpt file")
+    return p
+
+
+def check_resumable(ckpt_path: Path, cfg: dict[str, Any]) -> dict[str, Any]:
+    """Refuse, before anything is written, a checkpoint of another policy or another config."""
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    meta = ckpt.get("policy") if isinstance(ckpt, dict) else None
+    if meta is None:
+        raise ValueError(f"resume: {ckpt_path} is not a training checkpoint of this framework")
+    if meta["name"] != cfg["policy"]["name"]:
+        raise ValueError(f"resume: {ckpt_path} holds a {meta['name']!r} policy but this run asks for "
+                         f"policy={cfg['policy']['name']}; pass the same policy")
+    want = policy_config(cfg)
+    diff = sorted(k for k in set(want) | set(meta["config"]) if want.get(k) != meta["config"].get(k))
+    if diff:
+        raise ValueError(f"resume: the policy config differs from the checkpoint's in {diff}; "
+                         "resume with the run's own config (see <run dir>/.hydra/config.yaml)")
+    return ckpt
+
+
+# --- data and model ------------------------------------------------------------------------
+def policy_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in cfg["policy"].items() if k not in POLICY_ONLY_KEYS}
+
+
+def build_datamodule(cfg: dict[str, Any], lang_table=None) -> DemoDataModule:
+    p, d = cfg["policy"], cfg["data"]
+    return DemoDataModule(
+        cfg["task"]["dataset"], cfg["task"]["obs_keys"], p["n_obs_steps"], p["horizon"], p["n_action_steps"],
+        batch_size=d["batch_size"], val_batch_size=d["val_batch_size"], num_workers=d["num_workers"],
+        pin_memory=d["pin_memory"], val_ratio=d["val_ratio"], split_seed=d["split_seed"],
+        max_train_episodes=d["max_train_episodes"], in_memory=d["in_memory"], lang_table=lang_table,
+    )
+
+
+def dataset_info(dm: DemoDataModule) -> dict[str, Any]:
+    """What evaluation needs from the dataset, saved in every checkpoint."""
+    return {"path": os.path.abspath(dm.store.path), "tasks": dm.store.tasks,
+            "demo_seeds": [int(s) for s in dm.store.episode_seed], "obs_keys": dm.obs_keys}
+
+
+def build_module(cfg: dict[str, Any], dm: DemoDataModule) -> PolicyModule:
+    shape_meta = dm.shape_meta()
+    modes = default_normalizer_modes(shape_meta, cfg["normalizer"]["action"], cfg["normalizer"]["low_dim"])
+    normalizer = dm.fit_normalizer(modes)
+    policy = Policy.build(cfg["policy"]["name"], policy_config(cfg), shape_meta, normalizer)
+    if dm.lang_table is not None and hasattr(policy, "set_lang_table"):
+        policy.set_lang_table(torch.as_tensor(dm.lang_table))  # checkpoints carry the embeddings
+    return PolicyModule(policy, cfg["optim"], cfg["ema"], dataset_info(dm),
+                        val_sample_batches=cfg["trainer"]["val_sample_batches"])
+
+
+# --- logging ---------------------------------------------------------------------------------
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def build_logger(cfg: dict[str, Any], run_dir: Path, run_id: str | None):
+    kind = cfg["logger"]["type"]
+    if kind == "none":
+        return False
+    if kind == "csv":
+        from lightning.pytorch.loggers import CSVLogger
+
+        return CSVLogger(save_dir=str(run_dir), name="csv", version="")
+    if kind != "wandb":
+        raise ValueError(f"unknown logger type {kind!r}; choose logger=wandb|csv|none")
+    from lightning.pytorch.loggers import WandbLogger
+
+    lcfg = cfg["logger"]
+    # WANDB_MODE in the environment wins over the config (the usual W&B convention).
+    mode = os.environ.get("WANDB_MODE", lcfg["mode"])
+    tags = [cfg["policy"]["name"], cfg["task"]["name"], *lcfg.get("tags", [])]
+    return WandbLogger(project=lcfg["project"], entity=lcfg["entity"], save_dir=str(run_dir),
+                       offline=mode == "offline", mode=mode, id=run_id, resume="allow" if run_id else None,
+                       tags=tags, config={**cfg, "git_commit": git_commit()})
+
+
+def wandb_sync_hint(run_dir: Path) -> str | None:
+    runs = sorted(glob.glob(str(run_dir / "wandb" / "offline-run-*")))
+    return f"wandb sync {runs[-1]}" if runs else None
+
+
+# --- callbacks and trainer -------------------------------------------------------------------
+class SaveOnInterrupt(Callback):
+    """Ctrl-C (or any other exception but a non-finite loss) saves last.ckpt before exiting."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, KeyboardInterrupt) and trainer.global_step > 0:
+            trainer.save_checkpoint(self.path)
+            print(f"\ninterrupted: saved {self.path}; resume with `python train.py resume={self.path.parent.parent}`")
+
+
+def resolve_precision(precision: str) -> str:
+    if precision != "auto":
+        return precision
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16-mixed"
+    return "32-true"
+
+
+def build_trainer(cfg: dict[str, Any], run_dir: Path, logger, extra_callbacks: list[Callback]) -> L.Trainer:
+    t, c = cfg["trainer"], cfg["checkpoint"]
+    ckpt_dir = run_dir / "checkpoints"
+    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="step{step:06d}", auto_insert_metric_name=False,
+                                 monitor=c["monitor"], mode=c["mode"], save_top_k=c["save_top_k"],
+                                 save_last=True)
+    return L.Trainer(
+        default_root_dir=str(run_dir), max_steps=t["max_steps"], accelerator=t["accelerator"],
+        devices=t["devices"], num_nodes=t["num_nodes"], strategy=t["strategy"],  # gloo on CPU
+        precision=resolve_precision(str(t["precision"])), gradient_clip_val=t["gradient_clip_val"],
+        val_check_interval=t["val_check_interval"], check_val_every_n_epoch=None,
+        limit_val_batches=t["limit_val_batches"], log_every_n_steps=t["log_every_n_steps"],
+        enable_progress_bar=t["enable_progress_bar"], deterministic=t["deterministic"], logger=logger,
+        callbacks=[checkpoint, SaveOnInterrupt(ckpt_dir / "last.ckpt"), *extra_callbacks],
+        use_distributed_sampler=False,  # StepBatchSampler splits batches across ranks itself
+        num_sanity_val_steps=0,
+    )

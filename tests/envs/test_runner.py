@@ -1,0 +1,175 @@
+"""Rollout runner on a fake env in spawned workers: receding horizon, history, seeds, errors, videos."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import imageio.v2 as imageio
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import fake_env  # noqa: E402
+
+from envs.runner import EVAL_SEED_OFFSET, EnvBuildError, Runner, episode_seeds, run  # noqa: E402
+from envs.stats import summarize, wilson_interval  # noqa: E402
+from envs.video import VideoDirError, check_writable_dir, video_filename, write_video  # noqa: E402
+
+FACTORY = f"{fake_env.__name__}:make_env"
+S0 = EVAL_SEED_OFFSET
+
+
+class ChunkPolicy:
+    """Returns chunks [B, T, 2] whose k-th action is (k + 1, 0); records what it was given."""
+
+    def __init__(self, n_obs_steps: int = 2, n_action_steps: int = 3, horizon: int = 5) -> None:
+        self.config = {"n_obs_steps": n_obs_steps, "n_action_steps": n_action_steps}
+        self.horizon = horizon
+        self.calls: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.keys: list[list[str]] = []
+
+    def predict_action(self, obs, goal):
+        assert torch.is_inference_mode_enabled()
+        state, task = obs["state"], goal["task"]
+        assert state.dtype == torch.float32 and task.dtype == torch.int64 and state.shape[0] == task.shape[0]
+        self.calls.append((state.clone(), task.clone()))
+        self.keys.append(sorted(obs))
+        action = torch.zeros(task.shape[0], self.horizon, 2)
+        action[:, :, 0] = torch.arange(1, self.horizon + 1)
+        return action
+
+
+def _tasks(**spec):
+    return [{"name": "fake", "instruction": "x", "env_spec": {"horizon": 10, **spec}}]
+
+
+def test_receding_horizon_history_and_seeds() -> None:
+    policy = ChunkPolicy(n_obs_steps=2, n_action_steps=3)
+    m = run(policy, _tasks(), n_episodes=2, workers=2, env_factory=FACTORY, progress=False)
+    assert [r["steps"] for r in m["episodes"]] == [10, 10]
+    assert [r["seed"] for r in m["episodes"]] == [S0, S0 + 1]
+    assert all(r["return"] == 10.0 and not r["success"] and r["error"] is None for r in m["episodes"])
+    # Both episodes run in lockstep, so each call holds both; ceil(10 / 3) = 4 re-plans.
+    assert len(policy.calls) == 4 and all(c[0].shape == (2, 2, 4) for c in policy.calls)
+    for state, _ in policy.calls:
+        assert sorted(state[:, 0, 1].tolist()) == [S0, S0 + 1]  # each env reports its own seed
+    times = [c[0][0, :, 0].tolist() for c in policy.calls]
+    assert times == [[0, 0], [2, 3], [5, 6], [8, 9]]  # history padded at the start, then the last To
+    # Only the first Ta = 3 actions of each chunk ran: the last executed one is action 3.
+    assert [c[0][0, -1, 2].item() for c in policy.calls] == [0, 3, 3, 3]
+    assert m["env_steps"] == 20 and m["env_steps_per_s"] > 0 and m["episodes_per_s"] > 0
+
+
+def test_success_stopping_and_rates() -> None:
+    tasks = _tasks(succeed_at=4, succeed_seeds=[S0, S0 + 2])
+    with Runner(tasks, workers=2, env_factory=FACTORY) as runner:
+        m = runner.run(ChunkPolicy(), 4, progress=False)
+        assert [r["success"] for r in m["episodes"]] == [True, False, True, False]
+        assert [r["steps"] for r in m["episodes"]] == [4, 10, 4, 10]  # stops at the success step
+        assert m["success_rate"] == 0.5 and m["success_ci95"] == pytest.approx(list(wilson_interval(2, 4)))
+        assert m["per_task"]["fake"]["n_episodes"] == 4
+        kept = runner.run(ChunkPolicy(), 2, stop_on_success=False, max_steps=7, progress=False)
+        assert [r["steps"] for r in kept["episodes"]] == [7, 7] and kept["episodes"][0]["success"]
+
+
+def test_env_error_and_worker_crash_mark_episodes_and_run_completes(tmp_path) -> None:
+    tasks = _tasks(horizon=6, succeed_at=5, raise_on_seeds=[S0 + 1], crash_on_seeds=[S0 + 2])
+    m = run(ChunkPolicy(), tasks, 5, workers=2, env_factory=FACTORY, video_n=5, video_dir=tmp_path,
+            progress=False)
+    eps = m["episodes"]
+    assert [r["episode"] for r in eps] == [0, 1, 2, 3, 4]
+    assert "RuntimeError: boom at seed" in eps[1]["error"] and not eps[1]["success"]
+    assert "exited with code 3" in eps[2]["error"] and not eps[2]["success"]
+    assert [r["success"] for r in eps] == [True, False, False, True, True]
+    assert m["n_errors"] == 2 and m["success_rate"] == pytest.approx(3 / 5)
+    # Videos: successes and the env error are filmed (named by outcome); the crashed worker's frames are lost.
+    names = sorted(p.name for p in tmp_path.glob("*.mp4"))
+    assert names == ["ep0000_fake_success.mp4", "ep0001_fake_error.mp4", "ep0003_fake_success.mp4",
+                     "ep0004_fake_success.mp4"]
+    assert eps[2]["video"] is None and eps[0]["video"].endswith("ep0000_fake_success.mp4")
+    assert len(imageio.mimread(eps[0]["video"])) == 6  # reset frame + 5 steps
+
+
+def test_hung_worker_times_out() -> None:
+    with Runner(_tasks(horizon=4, hang_on_seeds=[S0]), workers=1, env_factory=FACTORY,
+                reply_timeout_s=4) as runner:
+        m = runner.run(ChunkPolicy(), 2, progress=False)
+    assert "timed out" in m["episodes"][0]["error"]
+    assert m["episodes"][1]["error"] is None and m["episodes"][1]["steps"] == 4  # a fresh worker took over
+
+
+def test_env_that_cannot_be_built_stops_the_run() -> None:
+    with pytest.raises(EnvBuildError, match="task .fake. cannot be used.*fake simulator is not installed"):
+        run(ChunkPolicy(), _tasks(fail_build=True), 2, workers=1, env_factory=FACTORY, progress=False)
+
+
+def test_multi_task_spread_evenly_and_goal_matches_env() -> None:
+    tasks = [{"name": "a", "env_spec": {"horizon": 5, "task_id": 0, "succeed_at": 1}},
+             {"name": "b", "env_spec": {"horizon": 5, "task_id": 1}}]
+    policy = ChunkPolicy(n_obs_steps=1, n_action_steps=2)
+    m = run(policy, tasks, 5, workers=2, env_factory=FACTORY, progress=False)
+    assert [r["task"] for r in m["episodes"]] == [0, 1, 0, 1, 0]
+    assert m["per_task"]["a"]["n_episodes"] == 3 and m["per_task"]["b"]["n_episodes"] == 2
+    assert m["per_task"]["a"]["success_rate"] == 1.0 and m["per_task"]["b"]["success_rate"] == 0.0
+    for state, task in policy.calls:
+        assert state[:, -1, 3].long().tolist() == task.tolist()
+
+
+def test_seeds_are_distinct_and_disjoint_from_demos() -> None:
+    assert episode_seeds(3) == [S0, S0 + 1, S0 + 2]
+    assert episode_seeds(2, seeds=[7, 9], demo_seeds=range(5)) == [7, 9]
+    with pytest.raises(ValueError, match="demonstration seeds"):
+        episode_seeds(2, seeds=[3, 9], demo_seeds=range(5))
+    with pytest.raises(ValueError, match="distinct"):
+        episode_seeds(2, seeds=[9, 9])
+    with pytest.raises(ValueError, match="one seed per episode"):
+        episode_seeds(3, seeds=[1, 2])
+    with pytest.raises(ValueError, match="n_episodes must be positive"):
+        run(ChunkPolicy(), _tasks(), 0, env_factory=FACTORY)
+
+
+def test_wilson_interval_known_values() -> None:
+    assert wilson_interval(8, 10) == pytest.approx((0.490160, 0.943318), abs=1e-5)
+    assert wilson_interval(0, 10) == pytest.approx((0.0, 0.277533), abs=1e-5)
+    assert wilson_interval(10, 10) == pytest.approx((0.722467, 1.0), abs=1e-5)
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+    lo, hi = wilson_interval(50, 100)
+    assert lo == pytest.approx(0.5 - hi + 0.5) and hi == pytest.approx(0.596168, abs=1e-5)
+    with pytest.raises(ValueError):
+        wilson_interval(3, 2)
+    recs = [{"task": 0, "success": True, "steps": 3, "return": 1.0, "error": None},
+            {"task": 0, "success": True, "steps": 5, "return": 1.0, "error": "RuntimeError: x"}]
+    s = summarize(recs, ["t"])
+    assert s["n_success"] == 1 and s["n_errors"] == 1 and s["per_task"]["t"]["mean_steps"] == 4
+    assert not math.isnan(s["success_ci95"][0])
+
+
+def test_video_writer_and_directory_check(tmp_path) -> None:
+    frames = [np.full((15, 21, 3), i * 20, dtype=np.uint8) for i in range(5)]  # odd sizes get padded
+    path = write_video(tmp_path / video_filename(3, "Pick Place/Can", "failure"), frames, fps=10)
+    assert path.name == "ep0003_pick-place-can_failure.mp4"
+    read = imageio.mimread(path)
+    assert len(read) == 5 and read[0].shape == (16, 22, 3)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(VideoDirError, match="cannot write videos"):
+        check_writable_dir(blocker / "videos")
+    with pytest.raises(ValueError):
+        video_filename(0, "t", "maybe")
+
+
+def test_obs_keys_filter_and_missing_key_stops_the_run(tmp_path) -> None:
+    policy = ChunkPolicy(n_obs_steps=1, n_action_steps=4)
+    policy.shape_meta = {"obs": {"state": {"shape": [4], "type": "low_dim"}}}
+    with Runner(_tasks(horizon=4, image=True), workers=1, env_factory=FACTORY) as runner:
+        # The env's cam_image is not sent to this policy, but it can still be filmed.
+        m = runner.run(policy, 1, video_n=1, video_dir=tmp_path, video_source="cam_image", progress=False)
+        assert m["episodes"][0]["steps"] == 4 and m["n_errors"] == 0 and policy.keys == [["state"]]
+        frames = imageio.mimread(m["video_paths"][0])
+        assert frames[0].shape == (8, 8, 3) and len(frames) == 5
+        assert np.allclose([f[4, 4, 0] for f in frames], [0, 40, 80, 120, 160], atol=4)  # lossy H.264
+        with pytest.raises(EnvBuildError, match=r"no observation \['wrist_image'\]"):
+            runner.run(policy, 1, obs_keys=["state", "wrist_image"], progress=False)
