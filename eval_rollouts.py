@@ -138,7 +138,8 @@ def evaluate(cfg: DictConfig | dict[str, Any], command: str | None = None) -> di
     try:
         metrics = run(
             policy, tasks, int(cfg["n_episodes"]), workers=int(cfg["workers"]),
-            env_factory=cfg["env_factory"], seeds=cfg["seeds"], demo_seeds=dataset.get("demo_seeds"),
+            env_factory=cfg["env_factory"], reply_timeout_s=float(cfg["worker_timeout_s"]),
+            seeds=cfg["seeds"], demo_seeds=dataset.get("demo_seeds"),
             seed_offset=int(cfg["seed_offset"]),
             max_steps=cfg["max_steps"], stop_on_success=bool(cfg["stop_on_success"]),
             video_n=int(cfg["video"]["n"]), video_dir=video_dir, video_fps=float(cfg["video"]["fps"]),

@@ -77,8 +77,7 @@ def train(cfg: dict[str, Any], run_dir: Path) -> Path:
     dm = training.build_datamodule(cfg, language_table(cfg["task"]))
     module = training.build_module(cfg, dm)
     logger = training.build_logger(cfg, run_dir, run_id)
-    if logger and hasattr(logger, "experiment"):
-        module.wandb_run_id = getattr(logger, "version", None)
+    module.wandb_run_id = training.wandb_run_id(logger)
     trainer = training.build_trainer(cfg, run_dir, logger, rollout_callbacks(cfg, module.dataset_info))
     if trainer.is_global_zero:
         OmegaConf.save(OmegaConf.create(cfg), run_dir / "config.yaml")

@@ -220,11 +220,17 @@ class DemoDataModule(L.LightningDataModule):
         sampler = StepBatchSampler(len(self.train_set), self.batch_size, self.split_seed, start, rank, world)
         return DataLoader(self.train_set, batch_sampler=sampler, num_workers=self.num_workers,
                           pin_memory=self.pin_memory, collate_fn=_keep_batch,
-                          persistent_workers=self.num_workers > 0)
+                          persistent_workers=self.num_workers > 0, generator=self._loader_generator(start))
 
     def val_dataloader(self) -> DataLoader | list:
         self.setup()
         if self.val_set is None:
             return []
         return DataLoader(self.val_set, batch_size=self.val_batch_size, shuffle=False,
-                          num_workers=self.num_workers, pin_memory=self.pin_memory, collate_fn=_keep_batch)
+                          num_workers=self.num_workers, pin_memory=self.pin_memory, collate_fn=_keep_batch,
+                          generator=self._loader_generator(0))
+
+    def _loader_generator(self, step: int) -> torch.Generator:
+        # Creating a loader iterator draws a worker base seed from the loader's generator; without its
+        # own generator that draw comes from the global RNG, and a resumed run would diverge.
+        return torch.Generator().manual_seed(self.split_seed * 7_919 + step)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -26,7 +27,6 @@ import numpy as np
 
 from data.store import DemoStore, StoreError
 from envs.registry import resolve_tasks
-from envs.spec import EnvSpec
 
 EVAL_SEED_START = 1_000_000  # rollout evaluation seeds start here; demonstrations stay below
 DEFAULTS: dict[str, Any] = {
@@ -82,6 +82,14 @@ def _job(args: tuple[dict, int, float]) -> dict[str, Any]:
 
 def _worker_init() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    if sys.platform.startswith("linux"):
+        # Die with the parent: a generator killed outright must not leave simulators running.
+        import ctypes
+
+        try:
+            ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
 
 
 # --- main side ---------------------------------------------------------------------------
@@ -149,7 +157,9 @@ def generate(task: str, n_episodes: int, out: str, images: bool = False, workers
     if workers < 0:
         raise ValueError(f"workers must be >= 0 (0: run in this process), got {workers}")
     if not 0 <= seed < EVAL_SEED_START:
-        raise ValueError(f"seed must be in [0, {EVAL_SEED_START}): seeds from {EVAL_SEED_START} on are for evaluation")
+        raise ValueError(
+            f"seed must be in [0, {EVAL_SEED_START}): seeds from {EVAL_SEED_START} on are for evaluation"
+        )
     overrides: dict[str, Any] = {"image_size": image_size}
     if horizon is not None:
         overrides["horizon"] = horizon
@@ -176,7 +186,17 @@ def generate(task: str, n_episodes: int, out: str, images: bool = False, workers
                     continue
                 if store is None:
                     store = DemoStore.create(out, tasks=entries, action_space=result["action_space"])
-                store.append_episode(result["episode"], task=i, seed=result["seed"], success=result["success"])
+                try:
+                    store.append_episode(result["episode"], task=i, seed=result["seed"],
+                                         success=result["success"])
+                except StoreError as err:
+                    if len(entries) == 1:
+                        raise
+                    raise StoreError(
+                        f"an episode of {entries[i]['name']} does not fit the store of {task!r}: {err}. "
+                        "Every task of a multi-task store needs the same observation keys and shapes "
+                        "(robosuite tasks differ in object-state; Meta-World tasks all match)"
+                    ) from None
                 bar.update(1)
     except KeyboardInterrupt:
         n = store.n_episodes if store else 0
@@ -242,7 +262,12 @@ def parse_args(argv: list[str]) -> dict[str, Any]:
     return args
 
 
+def _terminate(signum, frame) -> None:
+    raise KeyboardInterrupt  # SIGTERM stops like Ctrl-C: workers cancelled, the store left valid
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         args = parse_args(sys.argv[1:] if argv is None else argv)
         store = generate(**args)

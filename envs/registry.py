@@ -32,16 +32,16 @@ def known_tasks() -> list[str]:
     return list(ROBOSUITE_NAMES) + list(TASK_SETS) + sorted(METAWORLD_INSTRUCTIONS)
 
 
-def robosuite_spec(task: str, images: bool = False, image_size: int = 84, **fields: Any) -> EnvSpec:
-    """The spec of a robosuite task (robosuite env name), with both default cameras when `images`."""
-    return EnvSpec(
-        simulator="robosuite",
-        task=task,
-        cameras=list(ROBOSUITE_CAMERAS) if images else [],
-        state_keys=list(DEFAULT_STATE_KEYS),  # explicit, so a stored spec survives changed defaults
-        image_size=image_size,
-        **fields,
-    )
+def robosuite_spec(task: str, images: bool = False, **fields: Any) -> EnvSpec:
+    """The spec of a robosuite task (robosuite env name), with both default cameras when `images`.
+
+    `fields` set any other EnvSpec field (and may override the cameras or state keys).
+    """
+    defaults: dict[str, Any] = {
+        "cameras": list(ROBOSUITE_CAMERAS) if images else [],
+        "state_keys": list(DEFAULT_STATE_KEYS),  # explicit, so a stored spec survives changed defaults
+    }
+    return EnvSpec(simulator="robosuite", task=task, **{**defaults, **fields})
 
 
 def _names(name: str) -> list[str]:

@@ -6,8 +6,11 @@ Call `setup_rendering()` before anything imports mujoco (the backend is read at 
 from __future__ import annotations
 
 import ctypes.util
+import importlib
+import importlib.util
 import os
 import shutil
+import sys
 
 
 class RenderingUnavailable(RuntimeError):
@@ -25,6 +28,22 @@ def choose_backend() -> str:
     return "egl" if _gpu_present() else "osmesa"
 
 
+def _load_triton_before_osmesa() -> None:
+    """Load Triton's native library (if installed) before OSMesa.
+
+    PyOpenGL loads OSMesa with RTLD_GLOBAL, which puts llvmpipe's LLVM symbols in the global
+    scope; Triton's libtriton carries its own LLVM and segfaults in its static initialisers when
+    loaded after that (e.g. `import lightning` in a process that already rendered). Loaded first,
+    both coexist. Costs ~0.4 s once per process.
+    """
+    if "triton._C.libtriton" in sys.modules or importlib.util.find_spec("triton") is None:
+        return
+    try:
+        importlib.import_module("triton._C.libtriton")
+    except ImportError:  # a broken Triton install is the kernels' problem, not rendering's
+        pass
+
+
 def setup_rendering() -> str:
     """Set MUJOCO_GL / PYOPENGL_PLATFORM for this process and its children; return the backend."""
     backend = choose_backend()
@@ -35,6 +54,8 @@ def setup_rendering() -> str:
         )
     os.environ["MUJOCO_GL"] = backend
     os.environ["PYOPENGL_PLATFORM"] = backend
+    if backend == "osmesa":
+        _load_triton_before_osmesa()
     # llvmpipe (software GL) spawns one thread per core per context; with several worker
     # processes on a small machine that oversubscribes the CPU.
     os.environ.setdefault("LP_NUM_THREADS", "0")

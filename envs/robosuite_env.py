@@ -9,6 +9,7 @@ random streams are not disturbed).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 from typing import Any
@@ -16,7 +17,13 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from envs.render import FrameRenderer, make_render_context, set_scene_quality, setup_rendering
+from envs.render import (
+    FAST_SHADOW_SIZE,
+    FrameRenderer,
+    make_render_context,
+    set_scene_quality,
+    setup_rendering,
+)
 from envs.spec import EnvSpec
 
 ROBOSUITE_TASKS = ("Lift", "Stack", "PickPlaceCan", "Door", "NutAssemblySquare")
@@ -70,6 +77,22 @@ def _controller_config(robot: str, controller: str) -> dict:
     return config
 
 
+@contextlib.contextmanager
+def _seeded_global_random(rng: np.random.RandomState):
+    """Run a block with the global np.random drawing from `rng` (advanced by what the block draws);
+    the caller's global numpy and stdlib random states are restored afterwards."""
+    saved, saved_py = np.random.get_state(), random.getstate()
+    np.random.set_state(rng.get_state())
+    # Some robosuite variants pick objects with the stdlib generator: seed it from ours too.
+    random.seed(int(np.random.randint(0, 2**31 - 1)))
+    try:
+        yield
+    finally:
+        rng.set_state(np.random.get_state())
+        np.random.set_state(saved)
+        random.setstate(saved_py)
+
+
 class RobosuiteEnv(gym.Env):
     """One robosuite task; observations are float32 state keys plus upright `<camera>_image` frames."""
 
@@ -100,7 +123,9 @@ class RobosuiteEnv(gym.Env):
             reward_shaping=False,
         )
         try:
-            self._env = suite.make(spec.task, **kwargs)
+            # Model construction draws too (Lift's cube size, for one): seed it from the spec.
+            with _seeded_global_random(np.random.RandomState(spec.seed)):
+                self._env = suite.make(spec.task, **kwargs)
         except ValueError as err:
             if spec.cameras and "sensor for observable" in str(err):
                 self._raise_unknown_camera(suite, spec.task, kwargs)
@@ -146,13 +171,19 @@ class RobosuiteEnv(gym.Env):
         ctx.con = make_render_context(model, quality, full_settings=self._full_settings)
         set_scene_quality(ctx.scn, quality)
         self._restore_obs_buffer()
+        # Leave the model at this quality too: robosuite re-makes its context from the model's
+        # settings when asked for frames larger than its buffer.
+        if quality == "fast":
+            model.vis.quality.shadowsize, model.vis.quality.offsamples = FAST_SHADOW_SIZE, 0
 
     def _restore_obs_buffer(self) -> None:
         import mujoco
 
         mujoco.mjr_setBuffer(mujoco.mjtFramebuffer.mjFB_OFFSCREEN, self.sim._render_context_offscreen.con)
 
-    def render(self, camera: str | None = None, size: int = VIDEO_SIZE, quality: str | None = None) -> np.ndarray:
+    def render(
+        self, camera: str | None = None, size: int = VIDEO_SIZE, quality: str | None = None
+    ) -> np.ndarray:
         """An upright RGB frame (size x size) from `camera` (default: the first obs camera or agentview).
 
         `quality` defaults to the spec's; "full" (shadows, reflections, MSAA) is for videos and
@@ -162,7 +193,9 @@ class RobosuiteEnv(gym.Env):
         camera = camera or (self.env_spec.cameras[0] if self.env_spec.cameras else "agentview")
         names = list(self.sim.model.camera_names)
         if camera not in names:
-            raise ValueError(f"camera {camera!r} not in the {self.env_spec.task} model; known cameras: {names}")
+            raise ValueError(
+                f"camera {camera!r} not in the {self.env_spec.task} model; known cameras: {names}"
+            )
         ctx = self.sim._render_context_offscreen
         ctx.gl_ctx.make_current()
         if self._video is None or self._video.quality != quality or self._video_size < size:
@@ -185,16 +218,8 @@ class RobosuiteEnv(gym.Env):
         return obs
 
     def _reset_sim(self) -> dict[str, np.ndarray]:
-        saved, saved_py = np.random.get_state(), random.getstate()
-        np.random.set_state(self._rng.get_state())
-        # Some robosuite variants pick objects with the stdlib generator: seed it from ours too.
-        random.seed(int(self._rng.randint(0, 2**31 - 1)))
-        try:
+        with _seeded_global_random(self._rng):
             raw = self._env.reset()
-        finally:
-            self._rng.set_state(np.random.get_state())
-            np.random.set_state(saved)
-            random.setstate(saved_py)
         self._t = 0
         return raw
 
@@ -216,7 +241,8 @@ class RobosuiteEnv(gym.Env):
         self._t += 1
         success = bool(self._env._check_success())
         # The episode ends on success (robosuite itself never terminates).
-        return self._convert(raw), float(reward), success, self._t >= self.env_spec.horizon, {"success": success}
+        truncated = self._t >= self.env_spec.horizon
+        return self._convert(raw), float(reward), success, truncated, {"success": success}
 
     @property
     def unwrapped_robosuite(self):

@@ -132,9 +132,12 @@ def _act(ep: _Episode, actions: np.ndarray) -> None:
         obs = _obs_dict(raw, ep.cfg.get("obs_keys"))
         ep.steps += 1
         ep.ret += float(reward)
-        ep.success = ep.success or bool(info.get("success", False))
+        succeeded = bool(info.get("success", False))
+        ep.success = ep.success or succeeded
         ep.history.append(obs)
         ep.record(raw)
+        if succeeded and not ep.cfg["stop_on_success"]:
+            terminated = False  # our envs terminate on success; the caller asked to keep going
         stop = ep.success and ep.cfg["stop_on_success"]
         if stop or terminated or truncated or ep.steps >= ep.cfg["max_steps"]:
             ep.done = True

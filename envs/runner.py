@@ -5,9 +5,9 @@
 - Each worker process builds its envs lazily from picklable task specs (through
   `envs.factory.make_env` unless another factory is given), so this process never imports a
   simulator, and workers are *spawned*: forked OpenGL contexts crash.
-- The policy stays here. Every control step that needs a decision, the observation histories of
-  all live episodes are stacked to [B, To, ...] and the policy is called once; each env then
-  executes the first `n_action_steps` actions of its chunk [B, Ta, Da] before the next re-plan
+- The policy stays here. Whenever envs wait for a decision, the observation histories of all of
+  them are stacked to [B, To, ...] and the policy is called once; each env then executes the
+  first `n_action_steps` actions of its chunk [B, Ta, Da] in its worker before the next re-plan
   (receding horizon). The start of an episode pads the history by repeating the first observation.
 - Episode i uses seed 1_000_000 + i (demonstrations use 0..N-1) and task i % n_tasks, so tasks
   get equal shares. Explicit seeds are checked against the demonstration seeds.
@@ -44,6 +44,9 @@ from envs.stats import summarize
 from envs.video import check_writable_dir
 
 EVAL_SEED_OFFSET = 1_000_000
+# Fresh workers that die before their first reply, in a row: the env itself kills the process
+# (e.g. a segfault in the simulator or GL); stop instead of failing every episode the same way.
+MAX_STARTUP_CRASHES = 3
 # Env workers do single-threaded physics; BLAS thread pools in each of them only oversubscribe.
 _WORKER_THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
@@ -150,30 +153,32 @@ class _Worker:
                 if v is None:
                     os.environ.pop(k, None)
         child.close()  # so that the parent sees EOF when the worker dies
-        self.episode: _Running | None = None
+        self.episode: _Running | None = None  # set while a request of that episode is outstanding
+        self.deadline = float("inf")
+        self.has_replied = False  # False until the worker answers once (i.e. it could build an env)
 
-    def send(self, msg: tuple) -> None:
+    def send(self, msg: tuple, timeout_s: float) -> None:
+        self.deadline = time.monotonic() + timeout_s
         try:
             self.conn.send(msg)
         except (BrokenPipeError, ConnectionResetError, EOFError):
-            pass  # the worker is gone; receive() reports it
+            pass  # the worker is gone; poll() reports it
 
-    def receive(self, timeout_s: float) -> tuple[str, dict[str, Any]]:
-        """The worker's reply, or ("crash", {"message"}) if it dies or stays silent past the timeout."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if self.conn.poll():
-                try:
-                    return self.conn.recv()
-                except (EOFError, ConnectionResetError, OSError):
-                    break
-            if not self.proc.is_alive():
-                break
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                self.kill()
-                return "crash", {"message": f"worker timed out: no reply within {timeout_s:g} s"}
-            wait_any([self.conn, self.proc.sentinel], timeout=remaining)
+    def poll(self, timeout_s: float) -> tuple[str, dict[str, Any]] | None:
+        """The worker's reply if there is one, ("crash", {"message"}) if it died or overran its
+        deadline, else None (still working)."""
+        if self.conn.poll():
+            try:
+                reply = self.conn.recv()
+                self.has_replied = True
+                return reply
+            except (EOFError, ConnectionResetError, OSError):
+                pass
+        elif self.proc.is_alive():
+            if time.monotonic() < self.deadline:
+                return None
+            self.kill()
+            return "crash", {"message": f"worker timed out: no reply within {timeout_s:g} s"}
         self.proc.join(timeout=5)
         code = self.proc.exitcode
         how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
@@ -181,7 +186,7 @@ class _Worker:
 
     def close(self, timeout_s: float = 10.0) -> None:
         if self.proc.is_alive():
-            self.send(("close",))
+            self.send(("close",), timeout_s)
             self.proc.join(timeout_s)
         self.kill()
         self.conn.close()
@@ -206,6 +211,7 @@ class Runner:
         self.reply_timeout_s = float(reply_timeout_s)
         self._ctx = mp.get_context("spawn")
         self._workers: list[_Worker] = []
+        self._startup_crashes = 0
 
     def __enter__(self) -> Runner:
         return self
@@ -220,6 +226,20 @@ class Runner:
 
     def _spawn(self) -> _Worker:
         return _Worker(self._ctx, self.env_factory, self.env_kwargs)
+
+    def _check_startup(self, w: _Worker, kind: str, reply: dict[str, Any], ep: _Running) -> None:
+        if kind != "crash":
+            self._startup_crashes = 0
+            return
+        if w.has_replied:  # it had built its env; this crash is the episode's own
+            return
+        self._startup_crashes += 1
+        if self._startup_crashes >= MAX_STARTUP_CRASHES:
+            raise EnvBuildError(
+                f"the environment of task {self.tasks[ep.task]['name']!r} cannot be used: "
+                f"{self._startup_crashes} fresh workers in a row died before their first reply (last: "
+                f"{reply['message']}); check that the simulator runs here (e.g. python -c 'import mujoco')"
+            )
 
     def _max_steps(self, max_steps: int | None) -> list[int]:
         out = []
@@ -284,14 +304,21 @@ class Runner:
                             "max_steps": horizons[task], "stop_on_success": stop_on_success,
                             "n_obs_steps": n_obs_steps, "obs_keys": obs_keys,
                             "video": video if i < video_n else None,
-                        }))
-                # 2. every busy worker answers (lockstep: the batch is formed from all of them)
+                        }), self.reply_timeout_s)
+                # 2. wait for any reply; take every reply that is in by then. Envs that finish
+                # together are batched together; a slow one (filming, building its env) holds
+                # back nobody. When the policy is the slower side, all envs are in each time.
+                busy = [w for w in self._workers if w.episode is not None]
+                timeout = max(0.0, min(w.deadline for w in busy) - time.monotonic())
+                wait_any([w.conn for w in busy] + [w.proc.sentinel for w in busy], timeout=timeout)
                 ready: list[_Worker] = []
                 for slot, w in enumerate(self._workers):
                     ep = w.episode
-                    if ep is None:
+                    got = w.poll(self.reply_timeout_s) if ep is not None else None
+                    if got is None:
                         continue
-                    kind, reply = w.receive(self.reply_timeout_s)
+                    kind, reply = got
+                    self._check_startup(w, kind, reply, ep)
                     if kind == "obs":
                         ep.steps, ep.ret = reply["steps"], reply["return"]
                     if kind == "obs" and not reply["done"]:
@@ -309,11 +336,11 @@ class Runner:
                     if kind == "crash":
                         w.close(timeout_s=0)
                         self._workers[slot] = self._spawn()
-                # 3. one batched policy call, then each env executes its chunk
+                # 3. one batched policy call for the ready envs; each executes its chunk
                 if ready:
                     chunks = _predict(policy, ready, device, n_action_steps)
                     for w, chunk in zip(ready, chunks):
-                        w.send(("act", chunk))
+                        w.send(("act", chunk), self.reply_timeout_s)
         except BaseException:
             self.close()  # workers may be mid-request; never leave them behind
             raise
@@ -334,9 +361,10 @@ class Runner:
 
 def run(policy: Any, tasks: Any, n_episodes: int, workers: int = 2,
         env_factory: str | Callable[..., Any] | None = None, env_kwargs: dict[str, Any] | None = None,
-        **kwargs: Any) -> dict[str, Any]:
+        reply_timeout_s: float = 600.0, **kwargs: Any) -> dict[str, Any]:
     """Evaluate `policy` on `tasks` with fresh worker processes (closed afterwards); see Runner.run."""
-    with Runner(tasks, workers=workers, env_factory=env_factory, env_kwargs=env_kwargs) as runner:
+    with Runner(tasks, workers=workers, env_factory=env_factory, env_kwargs=env_kwargs,
+                reply_timeout_s=reply_timeout_s) as runner:
         return runner.run(policy, n_episodes, **kwargs)
 
 

@@ -39,7 +39,9 @@ def backend_for(x: torch.Tensor) -> str:
 
 def _check_shapes(x, w13, w2, ids, weights, n_lead: int) -> None:
     if w13.dim() != 3 or w2.dim() != 3:
-        raise ValueError(f"w13 must be [E, 2h, d] and w2 [E, d, h], got {tuple(w13.shape)} and {tuple(w2.shape)}")
+        raise ValueError(
+            f"w13 must be [E, 2h, d] and w2 [E, d, h], got {tuple(w13.shape)} and {tuple(w2.shape)}"
+        )
     n_exp, two_h, d = w13.shape
     if two_h % 2 or tuple(w2.shape) != (n_exp, d, two_h // 2) or x.shape[-1] != d or x.dim() != n_lead + 1:
         raise ValueError(
@@ -47,7 +49,8 @@ def _check_shapes(x, w13, w2, ids, weights, n_lead: int) -> None:
             f"w2 {tuple(w2.shape)} (expected [E, d, h])"
         )
     lead = tuple(x.shape[:1]) if n_lead == 2 else ()
-    if ids.shape != weights.shape or tuple(ids.shape[:-1]) != lead or ids.dtype not in (torch.int32, torch.int64):
+    integer = ids.dtype in (torch.int32, torch.int64)
+    if ids.shape != weights.shape or tuple(ids.shape[:-1]) != lead or not integer:
         raise ValueError(
             f"ids and weights must both be {'[B, k]' if lead else '[k]'} (ids integer); "
             f"got ids {tuple(ids.shape)} {ids.dtype}, weights {tuple(weights.shape)}"
@@ -72,7 +75,9 @@ def moe_mlp(
         from kernels.triton_moe import moe_mlp_triton
 
         return moe_mlp_triton(*_compute_dtype(x, w13, w2), ids, weights)
-    if grouped_mm_supported(x, w13) and (not x.is_cuda or torch.cuda.get_device_capability(x.device) >= (9, 0)):
+    # torch._grouped_mm on CUDA wants Hopper or newer.
+    hopper = not x.is_cuda or torch.cuda.get_device_capability(x.device) >= (9, 0)
+    if grouped_mm_supported(x, w13) and hopper:
         return moe_mlp_grouped_mm(x, w13, w2, ids, weights)
     return moe_mlp_loop(x, w13, w2, ids, weights)
 

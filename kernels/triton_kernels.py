@@ -6,6 +6,7 @@ t of assignment perm[p]; its token lives in x row (perm[p] // k) * T + t. Row ti
 several samples of one expert (T may be < 16); a tile never straddles two experts. The grid over row
 tiles is an upper bound known without a host sync (cdiv(R, BM) + E); each program finds its expert
 from the per-expert counts, and surplus programs run an empty K loop and store nothing.
+Sizes that change from call to call (T, k, E, row counts) are not specialized, to bound recompiles.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import triton
 import triton.language as tl
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["n_assign", "n_experts"])
 def sort_kernel(ids_ptr, perm_ptr, pos_ptr, seg_ptr, n_assign, n_experts, BLOCK: tl.constexpr):
     """Stable counting sort of the flat expert ids in one program (n_assign is small: B*k)."""
     offs = tl.arange(0, BLOCK)
@@ -42,7 +43,8 @@ def _expert_tile(seg_ptr, pid_m, T, n_experts, BM: tl.constexpr, E_P2: tl.conste
     cum = tl.cumsum(tiles, axis=0)
     e = tl.sum((cum <= pid_m).to(tl.int32), axis=0)
     here = ee == e
-    start = tl.sum(tl.where(here, lo, 0), axis=0) + (pid_m - tl.sum(tl.where(here, cum - tiles, 0), axis=0)) * BM
+    first_tile = tl.sum(tl.where(here, cum - tiles, 0), axis=0)
+    start = tl.sum(tl.where(here, lo, 0), axis=0) + (pid_m - first_tile) * BM
     end = tl.sum(tl.where(here, hi, 0), axis=0)
     return tl.minimum(e, n_experts - 1), start, end
 
@@ -54,7 +56,7 @@ def _token_rows(perm_ptr, rows, row_mask, T, k):
     return ((a // k) * T + rows % T).to(tl.int64), a
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["T", "k", "n_experts"])
 def gate_up_kernel(
     x_ptr, w_ptr, perm_ptr, seg_ptr, act_ptr, gu_ptr,
     T, k, n_experts, d, h,
@@ -75,11 +77,12 @@ def gate_up_kernel(
     acc_u = tl.zeros((BM, BN), dtype=tl.float32)
     k_end = tl.where(start < end, d, 0)
     for k0 in range(0, k_end, BK):
-        km = (k0 + kk) < d
-        xt = tl.load(x_ptr + xrow[:, None] * d + (k0 + kk)[None, :], mask=rmask[:, None] & km[None, :], other=0.0)
+        ks = k0 + kk
+        km = ks < d
+        xt = tl.load(x_ptr + xrow[:, None] * d + ks[None, :], mask=rmask[:, None] & km[None, :], other=0.0)
         wmask = km[:, None] & cmask[None, :]
-        wg = tl.load(w_base + (k0 + kk)[:, None] * s_wk, mask=wmask, other=0.0)
-        wu = tl.load(w_base + h * s_wn + (k0 + kk)[:, None] * s_wk, mask=wmask, other=0.0)
+        wg = tl.load(w_base + ks[:, None] * s_wk, mask=wmask, other=0.0)
+        wu = tl.load(w_base + h * s_wn + ks[:, None] * s_wk, mask=wmask, other=0.0)
         acc_g = tl.dot(xt, wg, acc_g, input_precision=PREC)
         acc_u = tl.dot(xt, wu, acc_u, input_precision=PREC)
     act = acc_g * tl.sigmoid(acc_g) * acc_u
@@ -91,7 +94,7 @@ def gate_up_kernel(
         tl.store(gu_ptr + r64 * (2 * h) + h + cols[None, :], acc_u.to(gu_ptr.dtype.element_ty), mask=omask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["T", "n_experts"])
 def grouped_mm_kernel(
     a_ptr, b_ptr, perm_ptr, seg_ptr, wt_ptr, c_ptr,
     T, n_experts, K, N,
@@ -111,9 +114,10 @@ def grouped_mm_kernel(
     acc = tl.zeros((BM, BN), dtype=tl.float32)
     k_end = tl.where(start < end, K, 0)
     for k0 in range(0, k_end, BK):
-        km = (k0 + kk) < K
-        at = tl.load(a_ptr + r64[:, None] * K + (k0 + kk)[None, :], mask=rmask[:, None] & km[None, :], other=0.0)
-        bt = tl.load(b_base + (k0 + kk)[:, None] * s_bk, mask=km[:, None] & cmask[None, :], other=0.0)
+        ks = k0 + kk
+        km = ks < K
+        at = tl.load(a_ptr + r64[:, None] * K + ks[None, :], mask=rmask[:, None] & km[None, :], other=0.0)
+        bt = tl.load(b_base + ks[:, None] * s_bk, mask=km[:, None] & cmask[None, :], other=0.0)
         acc = tl.dot(at, bt, acc, input_precision=PREC)
     if WEIGHTED:
         a = tl.load(perm_ptr + rows // T, mask=rmask, other=0)
@@ -122,7 +126,7 @@ def grouped_mm_kernel(
     tl.store(c_ptr + r64[:, None] * N + cols[None, :], acc.to(c_ptr.dtype.element_ty), mask=omask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["n_rows", "T", "k"])
 def combine_kernel(y_ptr, pos_ptr, out_ptr, n_rows, T, k, d, BR: tl.constexpr, BC: tl.constexpr):
     """out[b, t] = sum_j y[pos[b*k + j] * T + t], summed in choice order j (deterministic, no atomics)."""
     rows = tl.program_id(0) * BR + tl.arange(0, BR)
@@ -135,10 +139,11 @@ def combine_kernel(y_ptr, pos_ptr, out_ptr, n_rows, T, k, d, BR: tl.constexpr, B
         p = tl.load(pos_ptr + b * k + j, mask=rmask, other=0)
         src = (p * T + rows % T).to(tl.int64)
         acc += tl.load(y_ptr + src[:, None] * d + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-    tl.store(out_ptr + rows.to(tl.int64)[:, None] * d + cols[None, :], acc.to(out_ptr.dtype.element_ty), mask=mask)
+    out = out_ptr + rows.to(tl.int64)[:, None] * d + cols[None, :]
+    tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["T", "k", "n_experts"])
 def down_bwd_kernel(
     gy_ptr, w2_ptr, gu_ptr, perm_ptr, seg_ptr, wt_ptr, dgu_ptr, dwp_ptr,
     T, k, n_experts, d, h,
@@ -158,9 +163,10 @@ def down_bwd_kernel(
     acc = tl.zeros((BM, BN), dtype=tl.float32)
     k_end = tl.where(start < end, d, 0)
     for k0 in range(0, k_end, BK):
-        km = (k0 + kk) < d
-        gt = tl.load(gy_ptr + xrow[:, None] * d + (k0 + kk)[None, :], mask=rmask[:, None] & km[None, :], other=0.0)
-        wt = tl.load(w_base + (k0 + kk)[:, None] * s_wd, mask=km[:, None] & cmask[None, :], other=0.0)
+        ks = k0 + kk
+        km = ks < d
+        gt = tl.load(gy_ptr + xrow[:, None] * d + ks[None, :], mask=rmask[:, None] & km[None, :], other=0.0)
+        wt = tl.load(w_base + ks[:, None] * s_wd, mask=km[:, None] & cmask[None, :], other=0.0)
         acc = tl.dot(gt, wt, acc, input_precision=PREC)
     omask = rmask[:, None] & cmask[None, :]
     r64 = rows.to(tl.int64)[:, None]
@@ -172,11 +178,12 @@ def down_bwd_kernel(
              tl.sum(acc * silu * u, axis=1), mask=rmask)  # fmt: skip
     dact = acc * tl.load(wt_ptr + a, mask=rmask, other=0.0).to(tl.float32)[:, None]
     dg = dact * u * sig * (1.0 + g * (1.0 - sig))
-    tl.store(dgu_ptr + r64 * (2 * h) + cols[None, :], dg.to(dgu_ptr.dtype.element_ty), mask=omask)
-    tl.store(dgu_ptr + r64 * (2 * h) + h + cols[None, :], (dact * silu).to(dgu_ptr.dtype.element_ty), mask=omask)
+    dgu = dgu_ptr + r64 * (2 * h) + cols[None, :]
+    tl.store(dgu, dg.to(dgu_ptr.dtype.element_ty), mask=omask)
+    tl.store(dgu + h, (dact * silu).to(dgu_ptr.dtype.element_ty), mask=omask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["T", "k", "n_experts"])
 def grouped_dw_kernel(
     l_ptr, r_ptr, perm_ptr, seg_ptr, wt_ptr, dw_ptr,
     T, k, n_experts, M, N,
@@ -214,7 +221,7 @@ def grouped_dw_kernel(
     tl.store(out, acc.to(dw_ptr.dtype.element_ty), mask=mmask[:, None] & nmask[None, :])
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["M"])
 def cached_gate_up_kernel(
     x_ptr, w_ptr, ids_ptr, act_ptr, M, d, h, s_we, s_wn, s_wk,
     PREC: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
@@ -231,11 +238,12 @@ def cached_gate_up_kernel(
     acc_g = tl.zeros((BM, BN), dtype=tl.float32)
     acc_u = tl.zeros((BM, BN), dtype=tl.float32)
     for k0 in range(0, d, BK):
-        km = (k0 + kk) < d
-        xt = tl.load(x_ptr + rows[:, None] * d + (k0 + kk)[None, :], mask=rmask[:, None] & km[None, :], other=0.0)
+        ks = k0 + kk
+        km = ks < d
+        xt = tl.load(x_ptr + rows[:, None] * d + ks[None, :], mask=rmask[:, None] & km[None, :], other=0.0)
         wmask = km[:, None] & cmask[None, :]
-        wg = tl.load(w_base + (k0 + kk)[:, None] * s_wk, mask=wmask, other=0.0)
-        wu = tl.load(w_base + h * s_wn + (k0 + kk)[:, None] * s_wk, mask=wmask, other=0.0)
+        wg = tl.load(w_base + ks[:, None] * s_wk, mask=wmask, other=0.0)
+        wu = tl.load(w_base + h * s_wn + ks[:, None] * s_wk, mask=wmask, other=0.0)
         acc_g = tl.dot(xt, wg, acc_g, input_precision=PREC)
         acc_u = tl.dot(xt, wu, acc_u, input_precision=PREC)
     act = acc_g * tl.sigmoid(acc_g) * acc_u
@@ -243,7 +251,7 @@ def cached_gate_up_kernel(
     tl.store(out, act.to(act_ptr.dtype.element_ty), mask=rmask[:, None] & cmask[None, :])
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["M", "n_choose"])
 def cached_down_kernel(
     act_ptr, w_ptr, ids_ptr, wt_ptr, out_ptr, M, d, h, n_choose, s_we, s_wd, s_wh,
     PREC: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
@@ -259,12 +267,12 @@ def cached_down_kernel(
         e = tl.load(ids_ptr + j).to(tl.int64)
         w_base = w_ptr + e * s_we + cols[None, :] * s_wd
         acc = tl.zeros((BM, BN), dtype=tl.float32)
+        a_base = act_ptr + (j * M + rows).to(tl.int64)[:, None] * h
         for k0 in range(0, h, BK):
-            km = (k0 + kk) < h
-            a_rows = (j * M + rows).to(tl.int64)
-            at = tl.load(act_ptr + a_rows[:, None] * h + (k0 + kk)[None, :], mask=rmask[:, None] & km[None, :],
-                         other=0.0)  # fmt: skip
-            wt = tl.load(w_base + (k0 + kk)[:, None] * s_wh, mask=km[:, None] & cmask[None, :], other=0.0)
+            ks = k0 + kk
+            km = ks < h
+            at = tl.load(a_base + ks[None, :], mask=rmask[:, None] & km[None, :], other=0.0)
+            wt = tl.load(w_base + ks[:, None] * s_wh, mask=km[:, None] & cmask[None, :], other=0.0)
             acc = tl.dot(at, wt, acc, input_precision=PREC)
         total += tl.load(wt_ptr + j).to(tl.float32) * acc
     out = out_ptr + rows.to(tl.int64)[:, None] * d + cols[None, :]

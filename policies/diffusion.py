@@ -214,6 +214,11 @@ class DiffusionPolicy(Policy):
         self.action_dim = action_dim_of(shape_meta, normalizer)
         self.edm = EDM(cfg)
 
+    def set_lang_table(self, table: torch.Tensor | Any) -> None:
+        """Store the task instructions' embeddings [n_tasks, lang_dim] in the policy (and so in its
+        checkpoints). Subclasses keep their GoalEncoder in `self.goal_encoder`."""
+        self.goal_encoder.set_lang_table(table)
+
     def encode(self, obs: dict[str, torch.Tensor], goal: dict[str, torch.Tensor]) -> Any:
         """Observations (env units) + goal -> the conditioning the network takes."""
         raise NotImplementedError

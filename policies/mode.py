@@ -10,9 +10,10 @@ Out     RMSNorm -> Linear on the action tokens = F of EDM (policies/diffusion.py
 
 Expert caching. Routing depends on σ alone, and σ is shared by the batch at inference, so the experts
 of every (sampling step, layer) are known before sampling starts. `DiffusionTransformer.sampling`
-computes them for the whole schedule in one batched router pass; each sampling step then looks its
-routing up by the integer step index, skips the router and runs only its k experts for the whole batch
-(kernels.cached_moe_mlp reads the stacked expert weights in place). The table lives for one sampling
+computes them for the whole schedule (one router pass per layer over all steps, one route call); each
+sampling step then looks its routing up by the integer step index, skips the router and runs only its
+k experts for the whole batch through kernels.cached_moe_mlp, which gets the stacked expert weights and
+the routing as device tensors (no host sync, no .item()). The table lives for one sampling
 call, so it can never be stale: it is rebuilt from the current weights every chunk (a few small ops)
 rather than keyed on parameter versions, which miss `p.data.copy_` (how Lightning's WeightAveraging
 swaps EMA weights in and out).
@@ -40,7 +41,7 @@ from policies.diffusion import DiffusionConfig, DiffusionPolicy
 from policies.encoders.goal import GoalEncoder
 from policies.encoders.obs import ObsEncoder
 
-ATTENTION = ("auto", "explicit", "sdpa")
+ATTENTION = ("sdpa", "explicit")
 
 
 @dataclass
@@ -50,7 +51,7 @@ class TransformerConfig(DiffusionConfig):
     n_heads: int = 4
     causal: bool = False
     qk_norm: bool = True
-    attention: str = "auto"  # explicit softmax(QKᵀ)V | sdpa | auto: explicit on CPU (faster for ~20 tokens)
+    attention: str = "sdpa"  # sdpa | explicit softmax(QKᵀ)V (SDPA measured faster on CPU too, torch 2.13)
     dropout: float = 0.0  # attention probabilities and residual branches
     goal_dropout: float = 0.0  # training: zero the goal embedding of this fraction of samples
     state_hidden: int = 128  # hidden size of the per-group state MLPs
@@ -114,9 +115,9 @@ class Attention(nn.Module):
         q, k, v = self.qkv(x).view(b, n, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k = self.q_norm(q), self.k_norm(k)
         p_drop = self.dropout if self.training else 0.0
-        if self.impl == "sdpa" or (self.impl == "auto" and x.is_cuda):
+        if self.impl == "sdpa":
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=p_drop, is_causal=self.causal)
-        else:  # explicit: for ~20 tokens on CPU it beats SDPA's dispatch overhead
+        else:  # the same arithmetic written out (a reference, and for backends without a fused kernel)
             att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_dim))
             if self.causal:
                 att = att.masked_fill(self.future[:n, :n], float("-inf"))
@@ -156,13 +157,12 @@ class SparseMoE(nn.Module):
         layers = [nn.Linear(d, rh), nn.SiLU(), nn.Linear(rh, e)] if rh > 0 else [nn.Linear(d, e)]
         self.router = nn.Sequential(*layers)
         self.shared = SwiGLU(d, h, out_std) if cfg.shared_expert else None
-        self.stats: dict[str, torch.Tensor] = {}  # of the last routed forward: probs_mean, load, z
+        self.stats: dict[str, torch.Tensor] = {}  # of the last routed forward: probs_mean, load, logits
 
     def route(self, emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.router(emb)
         ids, weights, stats = kernels.route(logits, self.top_k, training=self.training)
-        stats["z"] = torch.logsumexp(logits.float(), dim=-1).pow(2).mean()
-        self.stats = stats
+        self.stats = {**stats, "logits": logits}  # the losses are computed from these only when asked
         return ids, weights
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor,
@@ -271,7 +271,7 @@ class TransformerPolicy(DiffusionPolicy):
     def __init__(self, config: dict[str, Any], shape_meta: dict[str, Any], normalizer: Normalizer) -> None:
         super().__init__(config, shape_meta, normalizer)
         cfg = self.cfg
-        self.goal_encoder = GoalEncoder.from_shape_meta(shape_meta, cfg.width)
+        self.goal_encoder = GoalEncoder.from_shape_meta(shape_meta, cfg.width, cfg.goal_dropout)
         self.obs_encoder = ObsEncoder(
             shape_meta, normalizer, cfg.width, cfg.n_obs_steps, cfg.state_hidden, cfg.state_grouping,
             cfg.image_encoder, film_dim=cfg.width if cfg.image_film else 0,
@@ -285,9 +285,6 @@ class TransformerPolicy(DiffusionPolicy):
     def encode(self, obs: dict[str, torch.Tensor], goal: dict[str, torch.Tensor]) -> torch.Tensor:
         """-> cond tokens [B, 1 + n_obs_tokens, width]: the goal token, then the observation tokens."""
         goal_emb = self.goal_encoder(goal)
-        if self.training and self.cfg.goal_dropout > 0:
-            keep = torch.rand(goal_emb.shape[0], 1, device=goal_emb.device) >= self.cfg.goal_dropout
-            goal_emb = goal_emb * keep.to(goal_emb.dtype)
         tokens = self.obs_encoder(obs, self.normalizer, goal_emb)
         return torch.cat([goal_emb[:, None].to(tokens.dtype), tokens], dim=1)
 
@@ -313,7 +310,7 @@ class MoDEPolicy(TransformerPolicy):
         if not stats or not stats[0]:
             return None, {}
         lb = torch.stack([load_balancing_loss(s["probs_mean"], s["load"]) for s in stats]).mean()
-        z = torch.stack([s["z"] for s in stats]).mean()
+        z = torch.stack([torch.logsumexp(s["logits"].float(), dim=-1).pow(2).mean() for s in stats]).mean()
         metrics = {"lb_loss": lb.detach(), "router_z_loss": z.detach()}
         load = self.expert_usage()
         for layer in range(load.shape[0]):

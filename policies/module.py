@@ -66,10 +66,7 @@ class PolicyModule(L.LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         loss, metrics = self.policy.compute_loss(batch)
         if not torch.isfinite(loss):
-            raise NonFiniteLoss(
-                f"training loss became {loss.item()} at step {self.global_step}; stopping. The last good "
-                "checkpoint is kept (checkpoints/last.ckpt). Try a lower optim.lr or stronger grad clipping."
-            )
+            self._diverged(f"training loss became {loss.item()}")
         bs = batch["action"].shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         for k, v in metrics.items():
@@ -84,7 +81,17 @@ class PolicyModule(L.LightningModule):
         if norms:
             self.log("train/grad_norm", torch.stack(norms).norm())
 
+    def _diverged(self, what: str) -> None:
+        raise NonFiniteLoss(
+            f"{what} at step {self.global_step}; stopping. The last good checkpoint is kept "
+            "(checkpoints/last.ckpt). Try a lower optim.lr or stronger trainer.gradient_clip_val."
+        )
+
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # One fused norm over all weights: a non-finite step is caught before it reaches the EMA,
+        # a checkpoint, or the next forward pass (where it would surface as an obscure error).
+        if not torch.isfinite(torch.stack(torch._foreach_norm(list(self.policy.parameters()))).sum()):
+            self._diverged("the weights became non-finite")
         if self.ema is not None:
             self.ema.update(self.policy, step=self.global_step)
 

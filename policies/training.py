@@ -113,6 +113,13 @@ def build_logger(cfg: dict[str, Any], run_dir: Path, run_id: str | None):
                        tags=tags, config={**cfg, "git_commit": git_commit()})
 
 
+def wandb_run_id(logger) -> str | None:
+    """The W&B run id to record in checkpoints (so a resumed run continues the same W&B run)."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    return logger.version if isinstance(logger, WandbLogger) else None
+
+
 def wandb_sync_hint(run_dir: Path) -> str | None:
     runs = sorted(glob.glob(str(run_dir / "wandb" / "offline-run-*")))
     return f"wandb sync {runs[-1]}" if runs else None

@@ -13,7 +13,6 @@ import numpy as np
 
 from envs.spec import EnvSpec
 
-
 # task -> (module, class); imported on use so that one simulator's experts never import another's.
 ROBOSUITE_EXPERTS = {
     "Lift": ("envs.experts.robosuite_pick_place", "LiftExpert"),
@@ -28,6 +27,8 @@ def make_expert(spec: EnvSpec | dict[str, Any], noise: float = 0.0):
     """The scripted expert for the spec's task; `noise` > 0 perturbs its actions for diverse demos."""
     if isinstance(spec, dict):
         spec = EnvSpec.from_dict(spec)
+    if noise < 0:
+        raise ValueError(f"expert noise must be >= 0, got {noise}")
     if spec.simulator == "robosuite":
         if spec.controller != "OSC_POSE":
             raise ValueError(f"the robosuite experts act in OSC_POSE; this spec uses {spec.controller!r}")

@@ -51,9 +51,9 @@ class DoorExpert(RobosuiteExpert):
         data = self.sim.data
         pos = np.array(data.body_xpos[self.latch])
         mat = np.array(data.body_xmat[self.latch]).reshape(3, 3)
-        turn = _rotate_about(data.xaxis[self.latch_joint], handle - self.rs.sim.data.qpos[self.rs.handle_qpos_addr])
+        turn = _rotate_about(data.xaxis[self.latch_joint], handle - data.qpos[self.rs.handle_qpos_addr])
         mat = turn @ mat  # the pivot stays where it is
-        swing = _rotate_about(data.xaxis[self.hinge_joint], opening - self.rs.sim.data.qpos[self.rs.hinge_qpos_addr])
+        swing = _rotate_about(data.xaxis[self.hinge_joint], opening - data.qpos[self.rs.hinge_qpos_addr])
         anchor = np.array(data.xanchor[self.hinge_joint])
         return anchor + swing @ (pos - anchor), swing @ mat
 

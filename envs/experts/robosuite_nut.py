@@ -24,11 +24,14 @@ DROP_CLEARANCE = 0.01  # nut bottom above the peg top when released
 
 class SquareNutExpert(PickPlaceExpert):
     hover = 0.06
+    above_tolerance = 0.005  # the inner finger has to go down into the nut's hole
     grasp_dz = 0.004  # keeps the fingertips off the table
-    lift_height = 0.15
+    lift_height = 0.15  # the nut's bottom clears the peg top (0.95 m) before it moves over
+    carry_height = 0.05
     align_tolerance = 0.003
     lower_speed = 0.4
     close_steps = 12
+    max_rot_action = np.array([0.3, 0.3, 0.5])
 
     def object_id(self) -> int:
         return self.rs.obj_body_id["SquareNut"]
@@ -37,7 +40,8 @@ class SquareNutExpert(PickPlaceExpert):
         super().setup()
         self.peg = self.rs.peg1_body_id
         # Grip the side wall nearer the robot (the shorter reach).
-        walls = [self.body_pos(self.obj) + self.body_mat(self.obj) @ np.array([0.0, s * WALL_Y, 0.0]) for s in (1, -1)]
+        centre, mat = self.body_pos(self.obj), self.body_mat(self.obj)
+        walls = [centre + mat @ np.array([0.0, s * WALL_Y, 0.0]) for s in (1, -1)]
         self.wall_side = 1.0 if walls[0][0] <= walls[1][0] else -1.0
 
     def grasp_point(self) -> np.ndarray:
@@ -46,18 +50,17 @@ class SquareNutExpert(PickPlaceExpert):
 
     def grasp_orientation(self) -> np.ndarray:
         # The fingers (grip-site x) close across the wall, i.e. along the nut's y axis; the grip
-        # looks the same turned half a circle.
-        return rot_z(wrap(yaw_of(self.body_mat(self.obj)), np.pi)) @ DOWN
+        # looks the same turned half a circle, so pick the hand yaw in [-45, 135) degrees: the
+        # Panda's last joint (about 0.8 - yaw) keeps 30 degrees from its stops even after the
+        # squaring turn of up to 45 degrees.
+        yaw = np.pi / 4 + wrap(yaw_of(self.body_mat(self.obj)) - np.pi / 4, np.pi)
+        return rot_z(yaw) @ DOWN
 
     def carry_orientation(self) -> np.ndarray:
-        # Turn the grip by whatever squares the nut's sides with the peg's; of the turns that do,
-        # take the one that brings the hand nearest its home yaw (the wrist joint has limits).
+        # The smallest turn that squares the nut's sides with the peg's (larger, faster turns
+        # let the nut slip and tilt in the grip).
         misalign = wrap(yaw_of(self.body_mat(self.obj)), np.pi / 2)
-        if abs(misalign) < 0.02:
-            return self.eef_mat()
-        hand_yaw = yaw_of(self.eef_mat() @ DOWN.T)
-        turn = min((-misalign + k * np.pi / 2 for k in (-1, 0, 1)), key=lambda d: abs(wrap(hand_yaw + d, 2 * np.pi)))
-        return rot_z(turn) @ self.eef_mat()
+        return rot_z(-misalign) @ self.eef_mat()
 
     def goal_pos(self) -> np.ndarray:
         peg = self.body_pos(self.peg)

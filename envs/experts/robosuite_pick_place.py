@@ -17,8 +17,11 @@ ABOVE, DESCEND, GRASP, LIFT, CARRY, LOWER, RELEASE, RETREAT = range(8)
 class PickPlaceExpert(RobosuiteExpert):
     symmetry = np.pi / 2  # yaw period of the object (a cube); None: any yaw grasps
     hover = 0.08  # height above the object to line up before descending
+    above_tolerance = 0.015  # how well lined up above the object before descending
     grasp_dz = 0.0  # grip-site height relative to the object's centre
     lift_height = 0.12  # above the object's starting height
+    # above the goal (or the start, if higher) while carrying; None: lift_height
+    carry_height: float | None = None
     align_tolerance = 0.01  # xy error over the goal before lowering
     lower_speed = 0.5
     close_steps = 10
@@ -62,7 +65,8 @@ class PickPlaceExpert(RobosuiteExpert):
         if self.phase == ABOVE:
             self.grasp_mat = self.grasp_orientation()
             target = grasp + np.array([0.0, 0.0, self.hover])
-            if (self.pos_error(target) < 0.015 and self.rot_error(self.grasp_mat) < 0.1) or self.phase_steps > 80:
+            lined_up = self.pos_error(target) < self.above_tolerance and self.rot_error(self.grasp_mat) < 0.1
+            if lined_up or self.phase_steps > 80:
                 self.next_phase()
             return target, self.grasp_mat, OPEN, None
         if self.phase == DESCEND:
@@ -89,7 +93,7 @@ class PickPlaceExpert(RobosuiteExpert):
         mat = self.carry_orientation()
         if self.phase == CARRY:
             target = goal - offset
-            target[2] = max(goal[2], self.start_z) + self.lift_height - offset[2]
+            target[2] = max(goal[2], self.start_z) + (self.carry_height or self.lift_height) - offset[2]
             if np.linalg.norm((target - eef)[:2]) < self.align_tolerance and self.rot_error(mat) < 0.05:
                 self.next_phase()
             return target, mat, CLOSE, None
@@ -103,9 +107,10 @@ class PickPlaceExpert(RobosuiteExpert):
             return target, mat, CLOSE, self.lower_speed
         if self.phase == RELEASE:
             if self.phase_steps >= self.release_steps:
+                self.retreat_to = eef + np.array([0.0, 0.0, 0.1])
                 self.next_phase()
             return eef, mat, OPEN, None
-        return eef + np.array([0.0, 0.0, 0.05]), mat, OPEN, None  # RETREAT
+        return self.retreat_to, mat, OPEN, None  # RETREAT: up and away from the placed object
 
 
 class LiftExpert(PickPlaceExpert):
@@ -125,12 +130,17 @@ class StackExpert(PickPlaceExpert):
 
 class CanExpert(PickPlaceExpert):
     symmetry = None
-    grasp_dz = 0.0
+    carry_height = 0.08
+    # Where in its target bin quadrant to put the can: not the quadrant's centre, which lies at the
+    # edge of the Panda's reach, but 3 cm / 4 cm in from its corner nearest the robot.
+    bin_margin = np.array([0.03, 0.04])
 
     def object_id(self) -> int:
         return self.rs.obj_body_id["Can"]
 
     def goal_pos(self) -> np.ndarray:
-        index = [obj.name for obj in self.rs.objects].index("Can")
-        x, y = self.rs.target_bin_placements[index][:2]
+        # robosuite's success region for the can's quadrant (PickPlace.not_in_bin, bin id 3):
+        # x in (bin2_x, bin2_x + size_x / 2), y in (bin2_y, bin2_y + size_y / 2).
+        low = self.rs.bin2_pos[:2]
+        x, y = low + self.bin_margin + np.abs(self.jitter[:2])
         return np.array([x, y, self.rs.bin2_pos[2] + 0.06])

@@ -6,6 +6,7 @@ Two kinds, picked by shape_meta["lang_dim"]:
               instructions live in the buffer `lang_table` [n_tasks, lang_dim], so they are saved in
               every checkpoint and a rollout needs only the task index; training fills the table once
               (`fill_lang_table`). A batch may also carry goal["lang"] directly, which wins.
+Goal dropout (training only) zeroes the embedding of a random fraction of the samples.
 """
 
 from __future__ import annotations
@@ -19,8 +20,11 @@ from torch import nn
 
 
 class GoalEncoder(nn.Module):
-    def __init__(self, n_tasks: int, lang_dim: int, width: int) -> None:
+    def __init__(self, n_tasks: int, lang_dim: int, width: int, dropout: float = 0.0) -> None:
         super().__init__()
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"goal_dropout must be in [0, 1), got {dropout}")
+        self.dropout = float(dropout)
         if n_tasks < 1:
             raise ValueError(f"shape_meta['n_tasks'] must be >= 1, got {n_tasks}")
         self.n_tasks, self.lang_dim, self.width = int(n_tasks), int(lang_dim), int(width)
@@ -32,10 +36,17 @@ class GoalEncoder(nn.Module):
             nn.init.normal_(self.task_table.weight, std=0.02)
 
     @classmethod
-    def from_shape_meta(cls, shape_meta: dict[str, Any], width: int) -> GoalEncoder:
-        return cls(int(shape_meta.get("n_tasks", 1)), int(shape_meta.get("lang_dim", 0)), width)
+    def from_shape_meta(cls, shape_meta: dict[str, Any], width: int, dropout: float = 0.0) -> GoalEncoder:
+        return cls(int(shape_meta.get("n_tasks", 1)), int(shape_meta.get("lang_dim", 0)), width, dropout)
 
     def forward(self, goal: dict[str, torch.Tensor]) -> torch.Tensor:
+        emb = self.embed(goal)
+        if self.training and self.dropout > 0:
+            keep = torch.rand(emb.shape[0], 1, device=emb.device) >= self.dropout
+            emb = emb * keep.to(emb.dtype)
+        return emb
+
+    def embed(self, goal: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.lang_dim > 0:
             lang = goal.get("lang")
             if lang is None:

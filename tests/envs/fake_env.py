@@ -3,7 +3,8 @@
 obs["state"] = [t, seed, last action[0], task_id]; optional obs["cam_image"] 8x8 frames.
 Spec keys (all optional): horizon, succeed_at (step of success; None: never), succeed_seeds (None:
 every seed), raise_on_seeds (step() raises at step 2), crash_on_seeds (the process exits at
-step 2), hang_on_seeds (step 2 sleeps 120 s), fail_build, image, task_id.
+step 2), hang_on_seeds (step 2 sleeps 120 s), fail_build,
+crash_on_build (the process exits in the constructor), image, task_id.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ class FakeEnv:
     def __init__(self, spec: dict[str, Any]) -> None:
         if spec.get("fail_build"):
             raise ImportError("fake simulator is not installed")
+        if spec.get("crash_on_build"):
+            os._exit(4)
         self.spec = spec
         self.horizon = int(spec.get("horizon", 20))
         self.t = 0
@@ -51,7 +54,8 @@ class FakeEnv:
             time.sleep(120)
         succeed_at, seeds = self.spec.get("succeed_at"), self.spec.get("succeed_seeds")
         success = succeed_at is not None and self.t >= succeed_at and (seeds is None or self.seed in seeds)
-        return self._obs(), 1.0, False, self.t >= self.horizon, {"success": success}
+        # Like the framework's envs, it terminates on success.
+        return self._obs(), 1.0, success, self.t >= self.horizon, {"success": success}
 
     def render(self) -> np.ndarray:
         return np.full((16, 16, 3), (self.t * 10) % 256, dtype=np.uint8)

@@ -52,14 +52,17 @@ def test_receding_horizon_history_and_seeds() -> None:
     assert [r["steps"] for r in m["episodes"]] == [10, 10]
     assert [r["seed"] for r in m["episodes"]] == [S0, S0 + 1]
     assert all(r["return"] == 10.0 and not r["success"] and r["error"] is None for r in m["episodes"])
-    # Both episodes run in lockstep, so each call holds both; ceil(10 / 3) = 4 re-plans.
-    assert len(policy.calls) == 4 and all(c[0].shape == (2, 2, 4) for c in policy.calls)
+    # Per episode: ceil(10 / 3) = 4 re-plans, each seeing the last To = 2 observations, padded at the start.
+    seen: dict[int, list] = {}
     for state, _ in policy.calls:
-        assert sorted(state[:, 0, 1].tolist()) == [S0, S0 + 1]  # each env reports its own seed
-    times = [c[0][0, :, 0].tolist() for c in policy.calls]
-    assert times == [[0, 0], [2, 3], [5, 6], [8, 9]]  # history padded at the start, then the last To
-    # Only the first Ta = 3 actions of each chunk ran: the last executed one is action 3.
-    assert [c[0][0, -1, 2].item() for c in policy.calls] == [0, 3, 3, 3]
+        assert state.shape[1:] == (2, 4)
+        for row in state:
+            seen.setdefault(int(row[0, 1]), []).append((row[:, 0].tolist(), row[-1, 2].item()))
+    assert sorted(seen) == [S0, S0 + 1]  # each env reports its own seed
+    for history in seen.values():
+        assert [h[0] for h in history] == [[0, 0], [2, 3], [5, 6], [8, 9]]
+        # Only the first Ta = 3 actions of each chunk ran: the last executed one is action 3.
+        assert [h[1] for h in history] == [0, 3, 3, 3]
     assert m["env_steps"] == 20 and m["env_steps_per_s"] > 0 and m["episodes_per_s"] > 0
 
 
@@ -104,6 +107,11 @@ def test_hung_worker_times_out() -> None:
 def test_env_that_cannot_be_built_stops_the_run() -> None:
     with pytest.raises(EnvBuildError, match="task .fake. cannot be used.*fake simulator is not installed"):
         run(ChunkPolicy(), _tasks(fail_build=True), 2, workers=1, env_factory=FACTORY, progress=False)
+
+
+def test_workers_dying_at_startup_stop_the_run() -> None:
+    with pytest.raises(EnvBuildError, match="3 fresh workers in a row died.*exited with code 4"):
+        run(ChunkPolicy(), _tasks(crash_on_build=True), 10, workers=1, env_factory=FACTORY, progress=False)
 
 
 def test_multi_task_spread_evenly_and_goal_matches_env() -> None:

@@ -154,4 +154,19 @@ def test_public_ops_dispatch_to_triton_on_cuda_under_autocast(monkeypatch):
     assert out.dtype == torch.bfloat16
     out.float().square().sum().backward()
     assert all(v.grad is not None and v.grad.dtype == torch.float32 for v in leaves)
-    _assert_close(out, moe_mlp_reference(x.detach(), w13.detach(), w2.detach(), ids, weights), 4e-2, "autocast")
+    want = moe_mlp_reference(x.detach(), w13.detach(), w2.detach(), ids, weights)
+    _assert_close(out, want, 4e-2, "autocast")
+
+
+@pytest.mark.skipif(DEVICE != "cpu", reason="forcing Triton on CPU tensors is the interpreter's case")
+def test_env_var_forces_the_triton_backend_on_cpu(monkeypatch):
+    from kernels import cached_moe_mlp, moe_mlp
+    from kernels.moe import backend_for
+
+    monkeypatch.setenv("KERNELS_BACKEND", "triton")
+    x, w13, w2, ids, weights = _problem(3, 4, 24, 16, 3, 2, torch.float32)
+    assert backend_for(x) == "triton"
+    _assert_close(moe_mlp(x, w13, w2, ids, weights), moe_mlp_reference(x, w13, w2, ids, weights), 2e-4, "out")
+    with torch.no_grad():
+        got = cached_moe_mlp(x[0], w13, w2, ids[0], weights[0])
+    _assert_close(got, cached_moe_mlp_reference(x[0], w13, w2, ids[0], weights[0]), 2e-4, "cached")

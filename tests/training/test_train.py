@@ -1,0 +1,99 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.errors import ConfigCompositionException
+
+from policies.base import Policy
+from tests.training.helpers import compose_cfg
+from train import train
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("policy", ["mode", "dit", "cnn"])
+def test_smoke_training_writes_loadable_checkpoints(make_store, tmp_path, policy):
+    store = make_store(4)
+    cfg = compose_cfg(store.path, policy)
+    run_dir = train(cfg, tmp_path / "run")
+    ckpts = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    assert "last.ckpt" in ckpts and len(ckpts) >= 2  # last + top-k by val/loss
+    assert (run_dir / "config.yaml").is_file()
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 20
+    assert ckpt["dataset"]["demo_seeds"] == [0, 1, 2, 3]
+    restored = Policy.from_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    assert restored.name == policy
+    # The checkpoint's policy is the EMA copy: it must differ from the live weights after training.
+    live = {k[len("policy."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("policy.")}
+    ema = ckpt["policy"]["state_dict"]
+    assert any(not torch.equal(live[k], ema[k]) for k in ema if ema[k].is_floating_point())
+
+
+def test_resume_matches_uninterrupted_run(make_store, tmp_path):
+    store = make_store(4)
+    straight = train(compose_cfg(store.path, extra=["optim.total_steps=20"]), tmp_path / "straight")
+    first = train(compose_cfg(store.path, extra=["optim.total_steps=20", "trainer.max_steps=10"]),
+                  tmp_path / "resumed")
+    resumed = train(compose_cfg(store.path, extra=["optim.total_steps=20", f"resume={first}"]),
+                    tmp_path / "ignored")
+    assert resumed == first
+    a = torch.load(straight / "checkpoints" / "last.ckpt", weights_only=True)
+    b = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)
+    assert a["global_step"] == b["global_step"] == 20
+    for k, v in a["state_dict"].items():
+        torch.testing.assert_close(b["state_dict"][k], v, rtol=1e-5, atol=1e-6, msg=k)
+
+
+def test_resume_refuses_another_policy(make_store, tmp_path):
+    store = make_store(3)
+    run = train(compose_cfg(store.path, extra=["trainer.max_steps=2"]), tmp_path / "run")
+    with pytest.raises(ValueError, match="holds a 'mode' policy"):
+        train(compose_cfg(store.path, "dit", extra=[f"resume={run}"]), tmp_path / "x")
+    with pytest.raises(ValueError, match="differs"):
+        train(compose_cfg(store.path, extra=[f"resume={run}", "policy.width=64"]), tmp_path / "x")
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        train(compose_cfg(store.path, extra=[f"resume={tmp_path / 'nowhere'}"]), tmp_path / "x")
+
+
+def test_non_finite_loss_stops_with_clear_message_and_keeps_checkpoint(make_store, tmp_path):
+    store = make_store(3)
+    run = train(compose_cfg(store.path, extra=["trainer.max_steps=10"]), tmp_path / "run")
+    before = (run / "checkpoints" / "last.ckpt").read_bytes()
+    from policies.module import NonFiniteLoss
+
+    with pytest.raises(NonFiniteLoss, match="last good checkpoint"):  # a diverging run in the same dir
+        train(compose_cfg(store.path, extra=["optim.lr=1e30", "optim.warmup_steps=1",
+                                             "trainer.gradient_clip_val=null"]), run)
+    assert (run / "checkpoints" / "last.ckpt").read_bytes() == before
+
+
+def test_bad_config_names_fail_listing_choices(make_store):
+    store = make_store(2)
+    with pytest.raises(ConfigCompositionException, match="dit"):
+        compose_cfg(store.path, "transformerz")
+    with pytest.raises(ConfigCompositionException, match="batchsize"):
+        compose_cfg(store.path, extra=["data.batchsize=3"])
+    with pytest.raises(ValueError, match="unknown"):
+        train(compose_cfg(store.path, extra=["+policy.widht=3"]), Path("/tmp/never"))
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes(make_store, tmp_path):
+    store = make_store(4)
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, str(ROOT / "train.py"), "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+           "trainer.max_steps=6", "trainer.val_check_interval=3", "trainer.limit_val_batches=1",
+           "trainer.enable_progress_bar=false", "trainer.precision=32-true", "logger=csv",
+           f"task.dataset={store.path}", "task.obs_keys=[robot0_eef_pos,object]", "task.n_demos=1",
+           "data.batch_size=4", "data.val_ratio=0.25", "policy.horizon=8", "policy.n_action_steps=4",
+           "policy.width=32", "policy.n_layers=1", "policy.n_heads=2", "policy.expert_hidden=32",
+           "policy.router_hidden=16", "policy.state_hidden=32", "policy.num_sampling_steps=2",
+           f"hydra.run.dir={tmp_path / 'ddp'}"]
+    out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    ckpt = torch.load(tmp_path / "ddp" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 6
