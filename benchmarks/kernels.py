@@ -111,8 +111,7 @@ def train_methods(device, x, w13) -> dict:
 
 
 def bench_train(emit, device, dtype, shapes, iters, reps) -> None:
-    for b, t, d, n_exp, k in shapes:
-        h = 4 * d
+    for b, t, d, h, n_exp, k in shapes:
         x, w13, w2, ids, weights, gy = make_problem(b, t, d, h, n_exp, k, dtype, device)
         ctx = dict(B=b, T=t, d=d, h=h, E=n_exp, k=k, dtype=str(dtype).removeprefix("torch."))
         flops = 3 * 2 * (b * k * t) * (d * 2 * h + h * d)  # useful work: forward + 2x for backward
@@ -136,8 +135,7 @@ def bench_cached(emit, device, dtype, shapes, iters, reps) -> None:
         from kernels.triton_moe import cached_moe_mlp_triton
 
         methods["triton"] = cached_moe_mlp_triton
-    for m, d, n_exp, k in shapes:
-        h = 4 * d
+    for m, d, h, n_exp, k in shapes:
         x, w13, w2, _, _, _ = make_problem(1, m, d, h, n_exp, k, dtype, device)
         ids = torch.arange(k, device=device) * 2 % n_exp
         weights = torch.full((k,), 1.0 / k, device=device)
@@ -161,8 +159,7 @@ def bench_accuracy(emit, device, shapes) -> None:
     """bf16 Triton vs the fp32 reference fed the same (bf16-rounded) values."""
     from kernels.triton_moe import cached_moe_mlp_triton, moe_mlp_triton
 
-    for b, t, d, n_exp, k in shapes:
-        h = 4 * d
+    for b, t, d, h, n_exp, k in shapes:
         x, w13, w2, ids, weights, gy = make_problem(b, t, d, h, n_exp, k, torch.bfloat16, device)
         got = train_step(moe_mlp_triton, x, w13, w2, ids, weights, gy)()
         up = [v.float() for v in (x, w13, w2)]
@@ -199,28 +196,30 @@ def main() -> None:
         common["threads"] = torch.get_num_threads()
     emit = Emitter(args.out, common)
     if device.type == "cuda":
+        # Expert hidden 4d; B 64-256, T 10-16, d 256-1024, E 4-8, top-2; inference M 10-64.
         dtype, iters, reps = torch.bfloat16, 10, 5
         if args.quick:
-            train = [(128, 16, 512, 8, 2)]
-            cached = [(16, 512, 8, 2)]
+            train = [(128, 16, 512, 2048, 8, 2)]
+            cached = [(16, 512, 2048, 8, 2)]
         else:
-            train = [(b, 16, d, 8, 2) for d in (256, 512, 1024) for b in (64, 128, 256)]
-            train += [(128, 10, d, 8, 2) for d in (256, 512, 1024)] + [
-                (128, 16, d, 4, 2) for d in (256, 512, 1024)
-            ]
-            cached = [(m, d, 8, 2) for d in (256, 512, 1024) for m in (10, 16, 32, 64)]
+            train = [(b, 16, d, 4 * d, 8, 2) for d in (256, 512, 1024) for b in (64, 128, 256)]
+            train += [(128, 10, d, 4 * d, 8, 2) for d in (256, 512, 1024)]
+            train += [(128, 16, d, 4 * d, 4, 2) for d in (256, 512, 1024)]
+            cached = [(m, d, 4 * d, 8, 2) for d in (256, 512, 1024) for m in (10, 16, 32, 64)]
         try:
-            acc_shapes = [(128, 16, 512, 8, 2)] + ([] if args.quick else [(64, 10, 1024, 8, 2)])
+            acc_shapes = [(128, 16, 512, 2048, 8, 2)] + ([] if args.quick else [(64, 10, 1024, 4096, 8, 2)])
             bench_accuracy(emit, device, acc_shapes)
         except Exception:
             print(f"[kernels bench] accuracy failed:\n{traceback.format_exc()}", file=sys.stderr)
     else:
-        # The default CPU model: width 128-256, 4 experts, top-2, ~13 tokens per sample.
-        dtype, iters, reps = torch.float32, 1, 3 if args.quick else 7
-        train = (
-            [(64, 13, 128, 4, 2)] if args.quick else [(b, 13, d, 4, 2) for d in (128, 256) for b in (64, 256)]
-        )
-        cached = [(13, 128, 4, 2)] if args.quick else [(m, d, 4, 2) for d in (128, 256) for m in (13, 64)]
+        # The default CPU model (conf/policy/mode.yaml): width 128, expert hidden 256, 4 experts, top-2,
+        # ~13 tokens per sample; and twice as wide.
+        dtype, iters, reps = torch.float32, 1, 3 if args.quick else 9
+        if args.quick:
+            train, cached = [(64, 13, 128, 256, 4, 2)], [(13, 128, 256, 4, 2)]
+        else:
+            train = [(b, 13, d, 2 * d, 4, 2) for d in (128, 256) for b in (32, 64, 256)]
+            cached = [(m, d, 2 * d, 4, 2) for d in (128, 256) for m in (13, 64)]
     bench_cached(emit, device, dtype, cached, max(iters, 20), reps)
     bench_train(emit, device, dtype, train, iters, reps)
     if device.type == "cuda":

@@ -91,7 +91,7 @@ def compare(rec: Recorder, obs_kind: str, n_episodes: int, max_steps: int, repea
               n_episodes=n_episodes, repeats=repeats, paired_ratios=[round(x, 3) for x in ratios])
 
 
-def _bare_loop(spec: dict, n_steps: int, max_steps: int, queue) -> None:
+def _bare_loop(spec: dict, n_steps: int, max_steps: int, queue, go) -> None:
     from envs.factory import make_env
 
     env = make_env(spec)
@@ -99,7 +99,7 @@ def _bare_loop(spec: dict, n_steps: int, max_steps: int, queue) -> None:
     gen = torch.Generator().manual_seed(0)
     actions = (torch.rand(n_steps, ACTION_DIM, generator=gen) * 2 - 1).numpy()
     queue.put("ready")
-    queue.get()  # start together
+    go.wait()  # all processes start stepping together
     t0 = time.perf_counter()
     for i, a in enumerate(actions):
         if i and i % max_steps == 0:
@@ -121,14 +121,13 @@ def machine_scaling(rec: Recorder, obs_kind: str, n_steps: int, max_steps: int, 
     rates: dict[int, list[float]] = {1: [], 2: []}
     for _ in range(repeats):
         for procs in (1, 2):
-            queues = [ctx.Queue() for _ in range(procs)]
-            ps = [ctx.Process(target=_bare_loop, args=(spec, n_steps, max_steps, q)) for q in queues]
+            queues, go = [ctx.Queue() for _ in range(procs)], ctx.Event()
+            ps = [ctx.Process(target=_bare_loop, args=(spec, n_steps, max_steps, q, go)) for q in queues]
             for p in ps:
                 p.start()
             for q in queues:
                 assert q.get(timeout=300) == "ready"
-            for q in queues:
-                q.put("go")
+            go.set()
             times = [q.get(timeout=600) for q in queues]
             for p in ps:
                 p.join()

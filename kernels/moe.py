@@ -3,6 +3,12 @@
 Backend choice: Triton on CUDA, the fastest PyTorch path elsewhere; the environment variable
 KERNELS_BACKEND=triton|torch forces either (Triton on CPU tensors runs only under TRITON_INTERPRET=1,
 set before triton is first imported). The Triton module is imported lazily for that reason.
+
+The PyTorch path was chosen by benchmarks/kernels.py on the default CPU model (width 128, expert
+hidden 256, 4 experts, top-2, 13 tokens, fp32; results in benchmarks/results/kernels-cpu.jsonl): the
+per-expert loop and torch._grouped_mm are within noise of each other (the work is GEMM-bound), the
+dense all-experts GEMM is 2-3x slower (E/k times the FLOPs). _grouped_mm wins the tie because it needs
+no host sync; the loop covers what it cannot do (other dtypes, unaligned sizes, pre-Hopper GPUs).
 """
 
 from __future__ import annotations

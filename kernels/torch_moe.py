@@ -112,8 +112,49 @@ def moe_mlp_dense(
 def cached_moe_mlp_torch(
     x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor
 ) -> torch.Tensor:
-    """Inference with one routing for all M rows: the k experts' weights gathered on the device (no host
-    sync, unlike indexing with ids[j]) and run as two batched GEMMs; summed over k in order."""
+    """Inference with one routing for all M rows, summed over the k experts in order.
+
+    On CUDA the k experts' weights are gathered on the device (no host sync: capturable in a CUDA
+    graph) and run as two batched GEMMs; on the CPU, where reading ids costs nothing, the experts'
+    weights are used in place, which skips copying them.
+    """
+    if x.is_cuda:
+        return cached_moe_mlp_gathered(x, w13, w2, ids, weights)
+    experts, w = ids.tolist(), weights.to(x.dtype)
+    order = sorted(range(len(experts)), key=experts.__getitem__)  # ascending: one positive stride
+    if order != list(range(len(experts))):
+        experts, w = [experts[i] for i in order], w[order]
+    gaps = {b - a for a, b in zip(experts, experts[1:])}
+    if len(gaps) <= 1 and 0 not in gaps:  # evenly spaced ids (always true for k <= 2)
+        return _cached_strided(x, w13, w2, experts[0], gaps.pop() if gaps else 1, len(experts), w)
+    h = w13.shape[1] // 2
+    out = None
+    for j, e in enumerate(experts):
+        gu = F.linear(x, w13[e])
+        y = F.linear(F.silu(gu[:, :h]) * gu[:, h:], w2[e]) * w[j]
+        out = y if out is None else out + y
+    return out
+
+
+def _expert_view(w: torch.Tensor, first: int, step: int, k: int) -> torch.Tensor:
+    """Experts first, first+step, ... of a stacked [E, ...] weight as one strided view (no copy)."""
+    s = w.stride()
+    return w.as_strided((k, *w.shape[1:]), (step * s[0], *s[1:]), w.storage_offset() + first * s[0])
+
+
+def _cached_strided(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, first: int, step: int, k: int,
+                    w: torch.Tensor) -> torch.Tensor:
+    """k experts as two batched GEMMs over in-place views of the stacked weights, then a sum over k."""
+    h = w13.shape[1] // 2
+    gu = torch.matmul(x, _expert_view(w13, first, step, k).transpose(1, 2))  # [k, M, 2h]
+    hidden = F.silu(gu[..., :h]) * gu[..., h:] * w.view(k, 1, 1)
+    return torch.matmul(hidden, _expert_view(w2, first, step, k).transpose(1, 2)).sum(0)
+
+
+def cached_moe_mlp_gathered(
+    x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor
+) -> torch.Tensor:
+    """The device-side variant: gather the k experts' weights by ids on the device, two batched GEMMs."""
     h = w13.shape[1] // 2
     k = ids.shape[0]
     gu = torch.bmm(x.expand(k, -1, -1), w13.index_select(0, ids).transpose(1, 2))

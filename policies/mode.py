@@ -20,6 +20,10 @@ swaps EMA weights in and out).
 
 The expert weights are stacked, w13 [E, 2h, d] (gate rows then up rows) and w2 [E, d, h], the layout of
 kernels/. The same transformer with a dense SwiGLU per block is the DiT baseline (policies/dit.py).
+
+Options. router=dtr replaces the learned router by Denoising Task Routing (policies/routing_dtr.py): one
+SwiGLU of E*h units per block whose σ-chosen window of units is active, cached at inference the same
+way. codebook.kind=codebook|linear puts a bottleneck on the image tokens (policies/encoders/codebook.py).
 """
 
 from __future__ import annotations
@@ -40,8 +44,10 @@ from policies.base import register_policy
 from policies.diffusion import DiffusionConfig, DiffusionPolicy
 from policies.encoders.goal import GoalEncoder
 from policies.encoders.obs import ObsEncoder
+from policies.routing_dtr import DTRMLP, DTRSchedule
 
 ATTENTION = ("sdpa", "explicit")
+ROUTERS = ("learned", "dtr")
 
 
 @dataclass
@@ -58,6 +64,7 @@ class TransformerConfig(DiffusionConfig):
     state_grouping: str = "joint"  # joint: one token per frame for all state keys | per_key
     image_film: bool = True  # FiLM the image encoders with the goal embedding
     image_encoder: dict = field(default_factory=dict)  # kwargs of policies.encoders.resnet.ResNetImageEncoder
+    codebook: dict = field(default_factory=dict)  # image-token bottleneck (encoders/codebook.CodebookConfig)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -77,11 +84,19 @@ class MoDEConfig(TransformerConfig):
     lb_weight: float = 0.01  # load-balancing loss weight
     z_loss_weight: float = 0.0  # router z-loss weight
     expert_cache: bool = True  # precompute the routing of every sampling step (exact; faster)
+    router: str = "learned"  # learned: top-k of E experts by a router on σ | dtr: Denoising Task Routing
+    dtr_sharing_ratio: float = 0.8  # dtr: fraction β of the E*h hidden units active at every σ
+    dtr_alpha: float = 4.0  # dtr: window start = round(F(σ)^α (1 - β) E h)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not 1 <= self.top_k <= self.num_experts:
             raise ValueError(f"top_k ({self.top_k}) must be between 1 and num_experts ({self.num_experts})")
+        if self.router not in ROUTERS:
+            raise ValueError(f"unknown router {self.router!r}; choose one of {', '.join(ROUTERS)}")
+        if self.router == "dtr" and self.shared_expert:
+            raise ValueError("shared_expert is an option of the learned router; with router=dtr the shared "
+                             "units are set by dtr_sharing_ratio")
 
 
 # --- building blocks -------------------------------------------------------------------------
@@ -195,7 +210,8 @@ class DiffusionTransformer(nn.Module):
     builds each block's MLP (SparseMoE for MoDE, SwiGLU for the DiT baseline)."""
 
     def __init__(self, cfg: TransformerConfig, action_dim: int, n_cond_tokens: int,
-                 make_mlp: Callable[[float], nn.Module], expert_cache: bool = False) -> None:
+                 make_mlp: Callable[[float], nn.Module], expert_cache: bool = False,
+                 dtr: DTRSchedule | None = None) -> None:
         super().__init__()
         n_tokens = 1 + n_cond_tokens + cfg.horizon
         out_std = 0.02 / math.sqrt(2 * cfg.n_layers)  # residual-branch outputs scaled by depth (GPT-2)
@@ -215,7 +231,8 @@ class DiffusionTransformer(nn.Module):
             nn.init.normal_(block.attn.proj.weight, std=out_std)
         nn.init.zeros_(self.head.weight)  # F starts at 0, i.e. D(x; σ) = c_skip x
         self.expert_cache = expert_cache
-        self._routes: list[list[tuple[torch.Tensor, torch.Tensor]]] | None = None
+        self.dtr = dtr  # router=dtr: σ -> window of hidden units, the same in every block
+        self._routes: list[list[Any]] | None = None
 
     def sparse_layers(self) -> list[SparseMoE]:
         return [b.mlp for b in self.blocks if isinstance(b.mlp, SparseMoE)]
@@ -225,6 +242,8 @@ class DiffusionTransformer(nn.Module):
         emb = self.noise_emb(c_noise)
         h = torch.cat([emb[:, None], cond, self.action_in(x_in)], dim=1) + self.pos
         routes = self._routes[step] if self._routes is not None and step is not None else None
+        if routes is None and self.dtr is not None:  # DTR, uncached: each sample's σ masks its units
+            routes = [self.dtr.masks(c_noise, h.dtype)] * len(self.blocks)
         for i, block in enumerate(self.blocks):
             h = block(h, emb, None if routes is None else routes[i])
         return self.head(self.norm(h[:, -self.horizon :]))
@@ -232,7 +251,7 @@ class DiffusionTransformer(nn.Module):
     @contextmanager
     def sampling(self, sigmas: list[float]) -> Iterator[None]:
         """Inside: forward(step=i) runs the experts precomputed for σ_i (EDM.sample enters this)."""
-        if not (self.expert_cache and self.sparse_layers()):
+        if not (self.expert_cache and (self.sparse_layers() or self.dtr is not None)):
             yield
             return
         self._routes = self.plan_routes(sigmas)
@@ -242,14 +261,18 @@ class DiffusionTransformer(nn.Module):
             self._routes = None
 
     @torch.no_grad()
-    def plan_routes(self, sigmas: list[float]) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
+    def plan_routes(self, sigmas: list[float]) -> list[list[Any]]:
         """routes[step][layer] = (ids [k], weights [k]): the deterministic routing at σ_step, for every
-        denoiser call of the schedule, from one router pass per layer and one route call in all."""
+        denoiser call of the schedule, from one router pass per layer and one route call in all.
+        With DTR: (start, stop), the window of units at σ_step (Python ints), the same in every layer."""
+        values = [math.log(s) / 4 for s in sigmas if s > 0]  # the c_noise the sampler passes at each step
+        if self.dtr is not None:  # computed on the host: the windows are Python ints, no device sync
+            windows = self.dtr.plan(torch.tensor(values, dtype=self.pos.dtype))
+            return [[window] * len(self.blocks) for window in windows]
         moes = self.sparse_layers()
         if len(moes) != len(self.blocks):
             raise ValueError("expert caching needs a sparse MLP in every block")
-        c_noise = torch.tensor([math.log(s) / 4 for s in sigmas if s > 0], dtype=self.pos.dtype,
-                               device=self.pos.device)
+        c_noise = torch.tensor(values, dtype=self.pos.dtype, device=self.pos.device)
         emb = self.noise_emb(c_noise)  # [S, d]
         logits = torch.cat([m.router(emb) for m in moes])  # [L*S, E]
         ids, weights, _ = kernels.route(logits, moes[0].top_k, training=False)
@@ -274,10 +297,15 @@ class TransformerPolicy(DiffusionPolicy):
         self.goal_encoder = GoalEncoder.from_shape_meta(shape_meta, cfg.width, cfg.goal_dropout)
         self.obs_encoder = ObsEncoder(
             shape_meta, normalizer, cfg.width, cfg.n_obs_steps, cfg.state_hidden, cfg.state_grouping,
-            cfg.image_encoder, film_dim=cfg.width if cfg.image_film else 0,
+            cfg.image_encoder, film_dim=cfg.width if cfg.image_film else 0, codebook=cfg.codebook,
+            goal_dim=cfg.width,
         )
         self.net = DiffusionTransformer(cfg, self.action_dim, 1 + self.obs_encoder.n_tokens, self.make_mlp,
-                                        expert_cache=getattr(cfg, "expert_cache", False))
+                                        expert_cache=getattr(cfg, "expert_cache", False), dtr=self.make_dtr())
+
+    def make_dtr(self) -> DTRSchedule | None:
+        """The DTR schedule when the policy routes by DTR (MoDE's router=dtr), else None."""
+        return None
 
     def make_mlp(self, out_std: float) -> nn.Module:
         raise NotImplementedError
@@ -288,11 +316,18 @@ class TransformerPolicy(DiffusionPolicy):
         tokens = self.obs_encoder(obs, self.normalizer, goal_emb)
         return torch.cat([goal_emb[:, None].to(tokens.dtype), tokens], dim=1)
 
+    def aux_loss(self) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
+        """No extra loss; the code usage of the image codebooks (if any) as metrics."""
+        return None, self.obs_encoder.filter_metrics()
+
     def param_counts(self) -> dict[str, int]:
-        """Total parameters, and those one sample's forward uses (all but the unchosen experts)."""
+        """Total parameters, and those one sample's forward uses (all but the unchosen experts, or the
+        units outside the DTR window)."""
         total = sum(p.numel() for p in self.parameters())
         idle = sum((m.w13.shape[0] - m.top_k) * (m.w13[0].numel() + m.w2[0].numel())
                    for m in self.net.sparse_layers())
+        if self.net.dtr is not None:
+            idle += len(self.net.blocks) * 3 * self.cfg.width * (self.net.dtr.n_units - self.net.dtr.n_active)
         return {"params_total": total, "params_active": total - idle}
 
 
@@ -302,16 +337,26 @@ class MoDEPolicy(TransformerPolicy):
     cfg: MoDEConfig
 
     def make_mlp(self, out_std: float) -> nn.Module:
+        if self.cfg.router == "dtr":
+            return DTRMLP(self.cfg.width, self.cfg.num_experts * self.cfg.expert_hidden, out_std)
         return SparseMoE(self.cfg, out_std)
+
+    def make_dtr(self) -> DTRSchedule | None:
+        c = self.cfg
+        if c.router != "dtr":
+            return None
+        return DTRSchedule(c.num_experts * c.expert_hidden, c.dtr_sharing_ratio, c.dtr_alpha,
+                           c.train_sigma_loc, c.train_sigma_scale, c.train_sigma_min, c.train_sigma_max)
 
     def aux_loss(self) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
         """Load-balancing (+ z) loss averaged over layers, and per-layer expert load (tensors, no sync)."""
+        _, metrics = super().aux_loss()  # image codebook usage, if any
         stats = [m.stats for m in self.net.sparse_layers()]
         if not stats or not stats[0]:
-            return None, {}
+            return None, metrics
         lb = torch.stack([load_balancing_loss(s["probs_mean"], s["load"]) for s in stats]).mean()
         z = torch.stack([torch.logsumexp(s["logits"].float(), dim=-1).pow(2).mean() for s in stats]).mean()
-        metrics = {"lb_loss": lb.detach(), "router_z_loss": z.detach()}
+        metrics = {**metrics, "lb_loss": lb.detach(), "router_z_loss": z.detach()}
         load = self.expert_usage()
         for layer in range(load.shape[0]):
             for expert in range(load.shape[1]):

@@ -19,7 +19,7 @@ import fake_env  # noqa: E402
 import eval_rollouts  # noqa: E402
 from data.normalize import Normalizer  # noqa: E402
 from eval_rollouts import EvalError, evaluate, load_config  # noqa: E402
-from policies.base import Policy, register_policy  # noqa: E402
+from policies.base import POLICY_REGISTRY, Policy, register_policy  # noqa: E402
 
 FACTORY = f"{fake_env.__name__}:make_env"
 TASKS = [
@@ -29,7 +29,6 @@ TASKS = [
 ]
 
 
-@register_policy("fake_eval_test")
 class FakeEvalPolicy(Policy):
     """Constant chunks [B, Ta, 2] from one parameter (so the state_dict round trip is exercised)."""
 
@@ -40,6 +39,14 @@ class FakeEvalPolicy(Policy):
     def predict_action(self, obs, goal):
         assert set(obs) == {"state"} and obs["state"].shape[1] == self.config["n_obs_steps"]
         return self.bias.expand(goal["task"].shape[0], self.config["n_action_steps"], 2) + 0.5
+
+
+@pytest.fixture(autouse=True)
+def registered_fake_policy():
+    """Registered only while these tests run, so no other test sees it in POLICY_REGISTRY."""
+    register_policy("fake_eval_test")(FakeEvalPolicy)
+    yield
+    POLICY_REGISTRY.pop("fake_eval_test", None)
 
 
 def write_checkpoint(path: Path, tasks=TASKS, **extra) -> Path:

@@ -42,8 +42,10 @@ class RobosuiteExpert:
     draw from a generator seeded by the episode seed, so noisy demos stay reproducible.
     """
 
-    pos_gain = 1.0 / POS_SCALE * 1.0  # error of one POS_SCALE -> full action
-    rot_gain = 1.0 / ROT_SCALE * 1.0
+    # P gains: the action that would close the whole error in one step (the controller lags, so
+    # the arm approaches smoothly); the speed and rotation caps below limit large errors.
+    pos_gain = 1.0 / POS_SCALE
+    rot_gain = 1.0 / ROT_SCALE
     max_pos_action = 1.0
     # Tilt corrections stay gentle (large ones swing the wrist into its joint limits); yaw may be quick.
     max_rot_action = np.array([0.3, 0.3, 1.0])

@@ -30,6 +30,7 @@ class SquareNutExpert(PickPlaceExpert):
     carry_height = 0.05
     align_tolerance = 0.003
     lower_speed = 0.4
+    carry_speed = 0.6  # at full speed the nut's inertia can tilt it in the grip
     close_steps = 12
     max_rot_action = np.array([0.3, 0.3, 0.5])
 

@@ -3,7 +3,9 @@
   state (low_dim) keys  grouped ("joint": all keys concatenated into one group; "per_key": one group
                         per key); each group has an MLP that turns each of the To frames into a token
   camera (rgb) keys     uint8 [B, To, H, W, 3] -> [-1, 1] -> ResNet encoder (one per camera; optional
-                        FiLM from the goal embedding) -> Linear -> one token per frame
+                        FiLM from the goal embedding) -> Linear -> one token per frame; or, with
+                        `codebook` (policies/encoders/codebook.py), a codebook / linear bottleneck fed
+                        the feature and the goal embedding -> one token per frame
 
 Token order: state groups, then cameras, each in sorted key order and frame order; n_tokens =
 To * (n_groups + n_cameras). `global_feature` flattens the tokens for models without attention (CNN).
@@ -19,6 +21,7 @@ import torch
 from torch import nn
 
 from data.normalize import Normalizer
+from policies.encoders.codebook import CodebookConfig, make_bottleneck
 
 STATE_GROUPINGS = ("joint", "per_key")
 
@@ -30,7 +33,8 @@ def state_mlp(d_in: int, hidden: int, width: int) -> nn.Sequential:
 class ObsEncoder(nn.Module):
     def __init__(self, shape_meta: dict[str, Any], normalizer: Normalizer, width: int, n_obs_steps: int,
                  state_hidden: int = 128, state_grouping: str = "joint",
-                 image_encoder: dict[str, Any] | None = None, film_dim: int = 0) -> None:
+                 image_encoder: dict[str, Any] | None = None, film_dim: int = 0,
+                 codebook: dict[str, Any] | None = None, goal_dim: int = 0) -> None:
         super().__init__()
         obs_meta = shape_meta["obs"]
         bad = {k: m.get("type") for k, m in obs_meta.items() if m.get("type") not in ("low_dim", "rgb")}
@@ -53,9 +57,15 @@ class ObsEncoder(nn.Module):
             group: state_mlp(sum(self.shapes[k][-1] for k in keys), state_hidden, width)
             for group, keys in self.groups.items()
         })
-        self.film_dim = film_dim
+        self.film_dim, self.goal_dim = film_dim, goal_dim
+        bottleneck = CodebookConfig.from_dict(codebook)
+        if bottleneck.kind != "none" and not self.camera_keys:
+            raise ValueError(f"codebook.kind={bottleneck.kind} filters image tokens, but the policy has no "
+                             "camera (rgb) inputs; set policy.codebook.kind=none or add a camera to "
+                             "task.obs_keys")
         self.image_encoders = nn.ModuleDict()
-        self.image_proj = nn.ModuleDict()
+        self.image_proj = nn.ModuleDict()  # feature -> token per camera: a Linear (codebook.kind=none)
+        self.image_filters = nn.ModuleDict()  # ... or a codebook / linear bottleneck
         for key in self.camera_keys:
             if len(self.shapes[key]) != 3 or self.shapes[key][-1] != 3:
                 raise ValueError(
@@ -63,7 +73,10 @@ class ObsEncoder(nn.Module):
                 )
             encoder = make_image_encoder(image_encoder or {}, film_dim)
             self.image_encoders[key] = encoder
-            self.image_proj[key] = nn.Linear(encoder.out_dim, width)
+            if bottleneck.kind == "none":
+                self.image_proj[key] = nn.Linear(encoder.out_dim, width)
+            else:
+                self.image_filters[key] = make_bottleneck(bottleneck, encoder.out_dim, goal_dim, width)
         self.n_tokens = n_obs_steps * (len(self.groups) + len(self.camera_keys))
         if self.n_tokens == 0:
             raise ValueError("shape_meta['obs'] has no observation keys")
@@ -106,12 +119,21 @@ class ObsEncoder(nn.Module):
             else:  # images need no fitted statistics: uint8 [0, 255] -> [-1, 1]
                 images = frames.float() / 127.5 - 1.0
             images = images.permute(0, 1, 4, 2, 3).reshape(batch * to, 3, *self.shapes[key][:2])
-            film = None
-            if self.film_dim > 0:
-                film = goal_emb.repeat_interleave(to, dim=0)  # [B*To, film_dim], frame-major like images
-            feat = self.image_encoders[key](images, film)
-            tokens.append(self.image_proj[key](feat).view(batch, to, self.width))
+            goal_frames = None
+            if goal_emb is not None and (self.film_dim > 0 or (self.image_filters and self.goal_dim > 0)):
+                goal_frames = goal_emb.repeat_interleave(to, dim=0)  # [B*To, dim], frame-major like images
+            feat = self.image_encoders[key](images, goal_frames if self.film_dim > 0 else None)
+            if self.image_filters:
+                token = self.image_filters[key](feat, goal_frames)
+            else:
+                token = self.image_proj[key](feat)
+            tokens.append(token.view(batch, to, self.width))
         return tokens[0] if len(tokens) == 1 else torch.cat(tokens, dim=1)
+
+    def filter_metrics(self) -> dict[str, torch.Tensor]:
+        """Code usage of the image bottlenecks' last forward: {"codebook/<camera>/<metric>": tensor}."""
+        return {f"codebook/{key}/{name}": value for key, f in self.image_filters.items()
+                for name, value in f.usage_metrics().items()}
 
     def global_feature(self, obs: dict[str, torch.Tensor], normalizer: Normalizer,
                        goal_emb: torch.Tensor | None = None) -> torch.Tensor:

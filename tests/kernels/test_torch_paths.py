@@ -8,7 +8,13 @@ import torch
 import kernels
 from kernels.moe import backend_for
 from kernels.reference import cached_moe_mlp_reference, moe_mlp_reference
-from kernels.torch_moe import cached_moe_mlp_torch, moe_mlp_dense, moe_mlp_grouped_mm, moe_mlp_loop
+from kernels.torch_moe import (
+    cached_moe_mlp_gathered,
+    cached_moe_mlp_torch,
+    moe_mlp_dense,
+    moe_mlp_grouped_mm,
+    moe_mlp_loop,
+)
 
 
 def _problem(b, t, d, h, n_exp, k, dtype=torch.float64, skip=None, seed=0):
@@ -77,8 +83,9 @@ def test_cached_torch_path_equals_reference():
     _, w13, w2, _, _ = _problem(1, 1, 16, 24, 5, 2)
     x = torch.randn(7, 16, dtype=torch.float64)
     ids, weights = torch.tensor([4, 1]), torch.tensor([0.2, 0.8], dtype=torch.float64)
-    torch.testing.assert_close(cached_moe_mlp_torch(x, w13, w2, ids, weights),
-                               cached_moe_mlp_reference(x, w13, w2, ids, weights))  # fmt: skip
+    want = cached_moe_mlp_reference(x, w13, w2, ids, weights)
+    torch.testing.assert_close(cached_moe_mlp_torch(x, w13, w2, ids, weights), want)
+    torch.testing.assert_close(cached_moe_mlp_gathered(x, w13, w2, ids, weights), want)  # the CUDA variant
     # Caching is exact: the cached op equals moe_mlp with every sample routed the same way.
     batched = moe_mlp_reference(x[None], w13, w2, ids[None], weights[None])[0]
     torch.testing.assert_close(cached_moe_mlp_torch(x, w13, w2, ids, weights), batched)
