@@ -129,7 +129,9 @@ def measure(task: str, variant: str, workers: list[int], args) -> list[dict]:
                        "render": quality, "workers": n, "cameras": spec.cameras,
                        "image_size": spec.image_size,
                        "repeats": args.repeats, "seconds": args.seconds, "gl": choose_backend(),
-                       "cpus": os.cpu_count(), "machine": platform.machine()}
+                       "cpus": os.cpu_count(), "machine": platform.machine(),
+                       # other processes on the machine skew the numbers, two-process ones most
+                       "loadavg_1m": round(os.getloadavg()[0], 2)}
             lines.append(_line(f"{task}-{variant}-w{n}", "env_steps_per_s", rates[n], "steps/s", **context))
     finally:
         pool.close()

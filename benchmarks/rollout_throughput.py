@@ -10,8 +10,9 @@ Cases: bare-lift-{state,image}-p{1,2} and p2_vs_p1-bare-...: bare env loops in 1
 the machine's own scaling ceiling (read the runner's ratio against it on a shared machine);
 lift-{state,image}-w{1,2} (warm workers: env construction excluded; median of --repeats
 runs, 1- and 2-worker runs interleaved so both see the same machine load), the ratio
-w2_vs_w1-lift-{state,image} (median of the paired ratios), lift-*-w*-main-cpu-per-step (CPU ms of
-the runner's process per env step: its overhead), and lift-state-w2-cold50: wall time of
+w2_vs_w1-lift-{state,image} (median of the paired ratios), lift-*-w*-{main,worker}-cpu-per-step
+(CPU ms per env step of the runner's process and of the workers, against bare-*-cpu-per-step: the
+runner's overhead, which unlike the rates hardly depends on the load), and lift-state-w2-cold50: wall time of
 one 50-episode evaluation from a cold start (spawning workers and building envs included), the
 issue's target.
 
@@ -31,6 +32,7 @@ import torch  # noqa: E402
 from common import Recorder  # noqa: E402
 
 from envs.runner import Runner  # noqa: E402
+from envs.worker_handle import WORKER_THREAD_VARS  # noqa: E402
 
 ACTION_DIM = 7  # Lift with the OSC_POSE controller
 N_OBS_STEPS, N_ACTION_STEPS, HORIZON = 2, 8, 16
@@ -83,9 +85,12 @@ def compare(rec: Recorder, obs_kind: str, n_episodes: int, max_steps: int, repea
         rec.emit(case, "env_steps_per_s", steps, "steps/s", **ctx)
         episodes = statistics.median(m["episodes_per_s"] for m in ms)
         rec.emit(case, "episodes_per_s", episodes, "episodes/s", **ctx)
-        # The runner's own cost: CPU time of this (the policy's) process per env step.
+        # The runner's own cost: CPU time per env step of this (the policy's) process, and of the
+        # workers (to compare with bare-...-cpu-per-step: the difference is the worker's overhead).
         main_ms = statistics.median(1000 * m["main_cpu_s"] / m["env_steps"] for m in ms)
         rec.emit(f"{case}-main-cpu-per-step", "ms", main_ms, "ms", **ctx)
+        worker_ms = statistics.median(1000 * m["worker_cpu_s"] / m["env_steps"] for m in ms)
+        rec.emit(f"{case}-worker-cpu-per-step", "ms", worker_ms, "ms", **ctx)
     ratios = [b["env_steps_per_s"] / a["env_steps_per_s"] for a, b in zip(runs[1], runs[2])]
     rec.ratio(f"w2_vs_w1-lift-{obs_kind}", "speedup", statistics.median(ratios), max_steps=max_steps,
               n_episodes=n_episodes, repeats=repeats, paired_ratios=[round(x, 3) for x in ratios])
@@ -100,12 +105,12 @@ def _bare_loop(spec: dict, n_steps: int, max_steps: int, queue, go) -> None:
     actions = (torch.rand(n_steps, ACTION_DIM, generator=gen) * 2 - 1).numpy()
     queue.put("ready")
     go.wait()  # all processes start stepping together
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     for i, a in enumerate(actions):
         if i and i % max_steps == 0:
             env.reset(seed=i)
         env.step(a)
-    queue.put(time.perf_counter() - t0)
+    queue.put((time.perf_counter() - t0, time.process_time() - cpu0))
 
 
 def machine_scaling(rec: Recorder, obs_kind: str, n_steps: int, max_steps: int, repeats: int) -> None:
@@ -118,7 +123,10 @@ def machine_scaling(rec: Recorder, obs_kind: str, n_steps: int, max_steps: int, 
 
     ctx = mp.get_context("spawn")
     spec = lift_task(obs_kind == "image")["env_spec"]
+    for var in WORKER_THREAD_VARS:  # as in the runner's workers (idle BLAS threads spin and steal CPU)
+        os.environ.setdefault(var, "1")
     rates: dict[int, list[float]] = {1: [], 2: []}
+    cpu_ms: list[float] = []
     for _ in range(repeats):
         for procs in (1, 2):
             queues, go = [ctx.Queue() for _ in range(procs)], ctx.Event()
@@ -128,13 +136,16 @@ def machine_scaling(rec: Recorder, obs_kind: str, n_steps: int, max_steps: int, 
             for q in queues:
                 assert q.get(timeout=300) == "ready"
             go.set()
-            times = [q.get(timeout=600) for q in queues]
+            results = [q.get(timeout=600) for q in queues]
             for p in ps:
                 p.join()
-            rates[procs].append(procs * n_steps / max(times))
+            rates[procs].append(procs * n_steps / max(wall for wall, _ in results))
+            cpu_ms += [1000 * cpu / n_steps for _, cpu in results]
     for procs, r in rates.items():
         rec.emit(f"bare-lift-{obs_kind}-p{procs}", "env_steps_per_s", statistics.median(r), "steps/s",
                  processes=procs, n_steps=n_steps, repeats=repeats, load_avg_1m=os.getloadavg()[0])
+    # CPU time per step hardly depends on the machine's load: the baseline for the workers' own.
+    rec.emit(f"bare-lift-{obs_kind}-cpu-per-step", "ms", statistics.median(cpu_ms), "ms", n_steps=n_steps)
     ratios = [b / a for a, b in zip(rates[1], rates[2])]
     rec.ratio(f"p2_vs_p1-bare-lift-{obs_kind}", "speedup", statistics.median(ratios), n_steps=n_steps,
               repeats=repeats, paired_ratios=[round(x, 3) for x in ratios])

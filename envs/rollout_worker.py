@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import time
 import traceback
 from collections import deque
 from collections.abc import Callable
@@ -63,6 +64,7 @@ class _Episode:
         self.done = False
         self.frames: list[np.ndarray] | None = [] if cfg.get("video") else None
         self.video_path: str | None = None
+        self.cpu_s = 0.0  # this process's CPU time spent on the episode (load-independent cost)
 
     def record(self, raw_obs: dict[str, Any]) -> None:
         if self.frames is None:
@@ -79,7 +81,7 @@ class _Episode:
 
     def reply(self) -> dict[str, Any]:
         out = {"steps": self.steps, "return": self.ret, "success": self.success, "done": self.done,
-               "video": self.video_path}
+               "video": self.video_path, "cpu_s": self.cpu_s}
         if not self.done:
             out["obs"] = self.stacked()
         return out
@@ -167,6 +169,7 @@ def worker_main(conn, factory_ref: str | Callable[..., Any], factory_kwargs: dic
             if msg[0] == "close":
                 return
             building = False
+            cpu0 = time.process_time()
             try:
                 if msg[0] == "reset":
                     ep = None
@@ -184,6 +187,7 @@ def worker_main(conn, factory_ref: str | Callable[..., Any], factory_kwargs: dic
                     _act(ep, np.asarray(msg[1]))
                 else:
                     raise ValueError(f"unknown request {msg[0]!r}")
+                ep.cpu_s += time.process_time() - cpu0
                 conn.send(("obs", ep.reply()))
             except Exception as err:
                 fatal = building or isinstance(err, ObsMismatch)  # every episode would fail alike

@@ -23,14 +23,11 @@ goal = {"task": [B] int64} and reads `policy.config["n_obs_steps" | "n_action_st
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing as mp
 import os
-import sys
 import time
-import types
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import wait as wait_any
 from typing import Any
@@ -38,17 +35,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from envs.rollout_worker import DEFAULT_ENV_FACTORY, worker_main
+from envs.rollout_worker import DEFAULT_ENV_FACTORY
 from envs.spec import EnvSpec
 from envs.stats import summarize
 from envs.video import check_writable_dir
+from envs.worker_handle import WorkerHandle
 
 EVAL_SEED_OFFSET = 1_000_000
 # Fresh workers that die before their first reply, in a row: the env itself kills the process
 # (e.g. a segfault in the simulator or GL); stop instead of failing every episode the same way.
 MAX_STARTUP_CRASHES = 3
-# Env workers do single-threaded physics; BLAS thread pools in each of them only oversubscribe.
-_WORKER_THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
 class EnvBuildError(RuntimeError):
@@ -117,86 +113,6 @@ class _Running:
     obs: dict[str, np.ndarray] | None = None
 
 
-@contextlib.contextmanager
-def _main_module_hidden(factory: str | Callable[..., Any]) -> Iterator[None]:
-    """Start spawned workers without re-importing the parent's __main__ script.
-
-    A spawned child normally re-runs the main script's imports (here torch, Hydra, ...: seconds
-    and hundreds of MB per worker) and, in a script without an `if __name__ == "__main__"`
-    guard, the whole script. The worker needs none of it, unless the factory lives in __main__.
-    """
-    main = sys.modules.get("__main__")
-    if main is None or getattr(factory, "__module__", None) == "__main__":
-        yield
-        return
-    sys.modules["__main__"] = types.ModuleType("__main__")
-    try:
-        yield
-    finally:
-        sys.modules["__main__"] = main
-
-
-class _Worker:
-    """One env process and its end of the pipe."""
-
-    def __init__(self, ctx: Any, factory: str | Callable[..., Any], factory_kwargs: dict[str, Any]) -> None:
-        self.conn, child = ctx.Pipe(duplex=True)
-        saved = {k: os.environ.get(k) for k in _WORKER_THREAD_VARS}
-        for k in _WORKER_THREAD_VARS:
-            os.environ.setdefault(k, "1")
-        try:
-            self.proc = ctx.Process(target=worker_main, args=(child, factory, factory_kwargs), daemon=True)
-            with _main_module_hidden(factory):
-                self.proc.start()
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-        child.close()  # so that the parent sees EOF when the worker dies
-        self.episode: _Running | None = None  # set while a request of that episode is outstanding
-        self.deadline = float("inf")
-        self.has_replied = False  # False until the worker answers once (i.e. it could build an env)
-
-    def send(self, msg: tuple, timeout_s: float) -> None:
-        self.deadline = time.monotonic() + timeout_s
-        try:
-            self.conn.send(msg)
-        except (BrokenPipeError, ConnectionResetError, EOFError):
-            pass  # the worker is gone; poll() reports it
-
-    def poll(self, timeout_s: float) -> tuple[str, dict[str, Any]] | None:
-        """The worker's reply if there is one, ("crash", {"message"}) if it died or overran its
-        deadline, else None (still working)."""
-        if self.conn.poll():
-            try:
-                reply = self.conn.recv()
-                self.has_replied = True
-                return reply
-            except (EOFError, ConnectionResetError, OSError):
-                pass
-        elif self.proc.is_alive():
-            if time.monotonic() < self.deadline:
-                return None
-            self.kill()
-            return "crash", {"message": f"worker timed out: no reply within {timeout_s:g} s"}
-        self.proc.join(timeout=5)
-        code = self.proc.exitcode
-        how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
-        return "crash", {"message": f"worker process {how} during the episode"}
-
-    def close(self, timeout_s: float = 10.0) -> None:
-        if self.proc.is_alive():
-            self.send(("close",), timeout_s)
-            self.proc.join(timeout_s)
-        self.kill()
-        self.conn.close()
-
-    def kill(self) -> None:
-        if self.proc.is_alive():
-            self.proc.kill()
-        self.proc.join(timeout=5)
-
-
 class Runner:
     """Worker processes that outlive one evaluation (a training callback reuses them)."""
 
@@ -210,7 +126,7 @@ class Runner:
         self.env_kwargs = dict(env_kwargs or {})
         self.reply_timeout_s = float(reply_timeout_s)
         self._ctx = mp.get_context("spawn")
-        self._workers: list[_Worker] = []
+        self._workers: list[WorkerHandle] = []
         self._startup_crashes = 0
 
     def __enter__(self) -> Runner:
@@ -224,10 +140,10 @@ class Runner:
             w.close()
         self._workers = []
 
-    def _spawn(self) -> _Worker:
-        return _Worker(self._ctx, self.env_factory, self.env_kwargs)
+    def _spawn(self) -> WorkerHandle:
+        return WorkerHandle(self._ctx, self.env_factory, self.env_kwargs)
 
-    def _check_startup(self, w: _Worker, kind: str, reply: dict[str, Any], ep: _Running) -> None:
+    def _check_startup(self, w: WorkerHandle, kind: str, reply: dict[str, Any], ep: _Running) -> None:
         if kind != "crash":
             self._startup_crashes = 0
             return
@@ -311,7 +227,7 @@ class Runner:
                 busy = [w for w in self._workers if w.episode is not None]
                 timeout = max(0.0, min(w.deadline for w in busy) - time.monotonic())
                 wait_any([w.conn for w in busy] + [w.proc.sentinel for w in busy], timeout=timeout)
-                ready: list[_Worker] = []
+                ready: list[WorkerHandle] = []
                 for slot, w in enumerate(self._workers):
                     ep = w.episode
                     got = w.poll(self.reply_timeout_s) if ep is not None else None
@@ -350,9 +266,11 @@ class Runner:
         done = [r for r in records if r is not None]
         metrics = summarize(done, [t["name"] for t in self.tasks])
         env_steps = sum(r["steps"] for r in done)
+        env_cpu = sum(r["cpu_s"] for r in done)
         metrics.update(
             episodes=done, task_names=[t["name"] for t in self.tasks], wall_s=wall, env_steps=env_steps,
             episodes_per_s=len(done) / wall, env_steps_per_s=env_steps / wall, workers=len(self._workers),
+            worker_cpu_s=env_cpu,
             n_obs_steps=n_obs_steps, n_action_steps=n_action_steps, stop_on_success=stop_on_success,
             video_paths=[r["video"] for r in done if r["video"]],
         )
@@ -383,7 +301,7 @@ def _policy_device(policy: Any) -> torch.device:
     return torch.device("cpu")
 
 
-def _predict(policy: Any, ready: list[_Worker], device: torch.device, n_action_steps: int) -> np.ndarray:
+def _predict(policy: Any, ready: list[WorkerHandle], device: torch.device, n_action_steps: int) -> np.ndarray:
     histories = [w.episode.obs for w in ready]
     obs = {k: torch.from_numpy(np.stack([h[k] for h in histories])).to(device) for k in histories[0]}
     goal = {"task": torch.tensor([w.episode.task for w in ready], dtype=torch.int64, device=device)}
@@ -400,7 +318,7 @@ def _record(ep: _Running, tasks: list[dict[str, Any]], kind: str, reply: dict[st
         "episode": ep.index, "seed": ep.seed, "task": ep.task, "task_name": tasks[ep.task]["name"],
         "success": bool(reply.get("success")) and error is None, "steps": int(reply.get("steps", ep.steps)),
         "return": float(reply.get("return", ep.ret)), "wall_s": time.perf_counter() - ep.t_start,
-        "error": error, "video": reply.get("video"),
+        "error": error, "video": reply.get("video"), "cpu_s": float(reply.get("cpu_s", 0.0)),
     }
 
 

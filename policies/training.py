@@ -6,8 +6,10 @@ Everything takes plain dicts (the resolved Hydra config), so a notebook can call
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from policies.base import Policy
 from policies.module import PolicyModule
 
 POLICY_ONLY_KEYS = ("name",)
+log = logging.getLogger("train")
 
 
 # --- resume ----------------------------------------------------------------------------------
@@ -138,6 +141,31 @@ class SaveOnInterrupt(Callback):
             print(f"\ninterrupted: saved {self.path}; resume with `python train.py resume={self.path.parent.parent}`")
 
 
+class StepLog(Callback):
+    """A plain log line every N steps (step, loss, speed, ETA): readable in log files and CI,
+    where an interactive progress bar shows nothing until the end."""
+
+    def __init__(self, every_n_steps: int) -> None:
+        self.every = every_n_steps
+        self._t0: float | None = None
+        self._step0 = 0
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._t0, self._step0 = time.perf_counter(), trainer.global_step
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        step = trainer.global_step
+        if not self.every or step % self.every or not trainer.is_global_zero or self._t0 is None:
+            return
+        rate = (step - self._step0) / max(time.perf_counter() - self._t0, 1e-9)
+        eta = (trainer.max_steps - step) / max(rate, 1e-9)
+        loss = trainer.callback_metrics.get("train/loss")
+        loss_txt = f"loss {float(loss):.4f} | " if loss is not None else ""
+        log.info("step %d/%d | %s%.2f steps/s | eta %dm%02ds", step, trainer.max_steps, loss_txt, rate,
+                 eta // 60, eta % 60)
+
+
 def resolve_precision(precision: str) -> str:
     if precision != "auto":
         return precision
@@ -159,7 +187,8 @@ def build_trainer(cfg: dict[str, Any], run_dir: Path, logger, extra_callbacks: l
         val_check_interval=t["val_check_interval"], check_val_every_n_epoch=None,
         limit_val_batches=t["limit_val_batches"], log_every_n_steps=t["log_every_n_steps"],
         enable_progress_bar=t["enable_progress_bar"], deterministic=t["deterministic"], logger=logger,
-        callbacks=[checkpoint, SaveOnInterrupt(ckpt_dir / "last.ckpt"), *extra_callbacks],
+        callbacks=[checkpoint, SaveOnInterrupt(ckpt_dir / "last.ckpt"), StepLog(t["print_every_n_steps"]),
+                   *extra_callbacks],
         use_distributed_sampler=False,  # StepBatchSampler splits batches across ranks itself
         num_sanity_val_steps=0,
     )

@@ -132,3 +132,13 @@ def test_bad_specs_raise_clear_errors():
         make_env(robosuite_spec("Lift", state_keys=["robot0_eef_pos", "cube_velocity"]))
     with pytest.raises(ValueError, match="OSC_POSE"):
         make_expert(robosuite_spec("Lift", controller="JOINT_VELOCITY"))
+
+
+def test_missing_gl_library_names_the_package(monkeypatch):
+    from envs import render
+
+    monkeypatch.delenv("MUJOCO_GL", raising=False)
+    monkeypatch.setattr(render, "_gpu_present", lambda: False)
+    monkeypatch.setattr(render.ctypes.util, "find_library", lambda name: None)
+    with pytest.raises(render.RenderingUnavailable, match="libosmesa6"):
+        render.setup_rendering()
