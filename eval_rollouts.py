@@ -109,7 +109,7 @@ def build_policy(path: Path, device: torch.device):
 def evaluate(cfg: DictConfig | dict[str, Any], command: str | None = None) -> dict[str, Any]:
     """Run the evaluation `cfg` (conf/eval.yaml) describes; returns the eval_info dict (+ out_dir)."""
     from envs.eval_report import eval_info, print_table, success_bar_chart, write_eval_info
-    from envs.runner import EnvBuildError, run
+    from envs.runner import EnvBuildError, episode_seeds, run
     from envs.video import VideoDirError, check_writable_dir
 
     if isinstance(cfg, DictConfig):
@@ -134,19 +134,25 @@ def evaluate(cfg: DictConfig | dict[str, Any], command: str | None = None) -> di
     except VideoDirError as err:
         raise EvalError(str(err)) from None
 
+    if cfg["max_steps"] is not None and int(cfg["max_steps"]) <= 0:
+        raise EvalError(f"max_steps must be positive (or null: each task's horizon), got {cfg['max_steps']}")
+    try:
+        seeds = episode_seeds(int(cfg["n_episodes"]), cfg["seeds"], dataset.get("demo_seeds"),
+                              int(cfg["seed_offset"]))
+    except ValueError as err:
+        raise EvalError(str(err)) from None
+
     torch.manual_seed(int(cfg["sample_seed"]))
     try:
         metrics = run(
             policy, tasks, int(cfg["n_episodes"]), workers=int(cfg["workers"]),
             env_factory=cfg["env_factory"], reply_timeout_s=float(cfg["worker_timeout_s"]),
-            seeds=cfg["seeds"], demo_seeds=dataset.get("demo_seeds"),
-            seed_offset=int(cfg["seed_offset"]),
-            max_steps=cfg["max_steps"], stop_on_success=bool(cfg["stop_on_success"]),
+            seeds=seeds, max_steps=cfg["max_steps"], stop_on_success=bool(cfg["stop_on_success"]),
             video_n=int(cfg["video"]["n"]), video_dir=video_dir, video_fps=float(cfg["video"]["fps"]),
             video_source=cfg["video"]["source"], video_render_kwargs=cfg["video"]["render_kwargs"],
             device=device, progress=bool(cfg["progress"]),
         )
-    except (EnvBuildError, ValueError) as err:
+    except EnvBuildError as err:
         raise EvalError(str(err)) from None
 
     info = eval_info(
