@@ -68,8 +68,9 @@ def success_bar_chart(metrics: dict[str, Any], path: str | os.PathLike, title: s
 
     names = list(metrics["per_task"])
     rates = [metrics["per_task"][n]["success_rate"] for n in names]
-    lows = [r - metrics["per_task"][n]["success_ci95"][0] for r, n in zip(rates, names)]
-    highs = [metrics["per_task"][n]["success_ci95"][1] - r for r, n in zip(rates, names)]
+    # max(0, ...): the Wilson bounds equal the rate at 0 and 1 up to rounding, and matplotlib rejects -1e-17.
+    lows = [max(0.0, r - metrics["per_task"][n]["success_ci95"][0]) for r, n in zip(rates, names)]
+    highs = [max(0.0, metrics["per_task"][n]["success_ci95"][1] - r) for r, n in zip(rates, names)]
     fig, ax = plt.subplots(figsize=(max(4.0, 0.6 * len(names) + 2), 3.5), dpi=120)
     ax.bar(range(len(names)), rates, yerr=[lows, highs], capsize=3, color="#4C72B0")
     ax.axhline(metrics["success_rate"], color="#DD8452", ls="--", lw=1,
