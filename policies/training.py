@@ -166,6 +166,45 @@ class StepLog(Callback):
                  eta // 60, eta % 60)
 
 
+class RunPictures(Callback):
+    """At the end of training: training_curve.png and (MoDE) expert_usage.png in the run directory,
+    and on W&B when it is the logger."""
+
+    def __init__(self, run_dir: Path, every_n_steps: int) -> None:
+        self.run_dir, self.every = run_dir, max(1, every_n_steps)
+        self.train: tuple[list[int], list[float]] = ([], [])
+        self.val: list[tuple[int, float]] = []
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        loss = trainer.callback_metrics.get("train/loss")
+        if trainer.global_step % self.every == 0 and loss is not None:
+            self.train[0].append(trainer.global_step)
+            self.train[1].append(float(loss))
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if "val/loss" in trainer.callback_metrics and not trainer.sanity_checking:
+            self.val.append((trainer.global_step, float(trainer.callback_metrics["val/loss"])))
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        from policies.plots import plot_expert_usage, plot_training_curve
+
+        images = {}
+        if self.train[0]:
+            images["plots/training_curve"] = plot_training_curve(*self.train, self.run_dir / "training_curve.png",
+                                                                 self.val)
+        policy = pl_module.ema_policy() if hasattr(pl_module, "ema_policy") else pl_module.policy
+        if getattr(getattr(policy, "net", None), "sparse_layers", lambda: [])():
+            images["plots/expert_usage"] = plot_expert_usage(policy, self.run_dir / "expert_usage.png")
+        from lightning.pytorch.loggers import WandbLogger
+
+        if isinstance(trainer.logger, WandbLogger):
+            for key, path in images.items():
+                trainer.logger.log_image(key=key, images=[str(path)])
+
+
 def resolve_precision(precision: str) -> str:
     if precision != "auto":
         return precision
@@ -188,7 +227,7 @@ def build_trainer(cfg: dict[str, Any], run_dir: Path, logger, extra_callbacks: l
         limit_val_batches=t["limit_val_batches"], log_every_n_steps=t["log_every_n_steps"],
         enable_progress_bar=t["enable_progress_bar"], deterministic=t["deterministic"], logger=logger,
         callbacks=[checkpoint, SaveOnInterrupt(ckpt_dir / "last.ckpt"), StepLog(t["print_every_n_steps"]),
-                   *extra_callbacks],
+                   RunPictures(run_dir, t["log_every_n_steps"]), *extra_callbacks],
         use_distributed_sampler=False,  # StepBatchSampler splits batches across ranks itself
         num_sanity_val_steps=0,
     )

@@ -3,6 +3,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hydra.errors import ConfigCompositionException
@@ -97,3 +98,17 @@ def test_ddp_two_cpu_processes(make_store, tmp_path):
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     ckpt = torch.load(tmp_path / "ddp" / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 6
+
+
+def test_run_pictures_written(make_store, tmp_path):
+    store = make_store(3)
+    run = train(compose_cfg(store.path, extra=["trainer.max_steps=10", "trainer.log_every_n_steps=2"]),
+                tmp_path / "run")
+    assert (run / "training_curve.png").stat().st_size > 1000
+    assert (run / "expert_usage.png").stat().st_size > 1000
+    from policies.base import Policy
+    from policies.plots import expert_weights_vs_sigma
+
+    sigmas, w = expert_weights_vs_sigma(Policy.from_checkpoint(run / "checkpoints" / "last.ckpt"), n_sigmas=7)
+    assert w.shape == (1, 7, 4) and sigmas[0] < sigmas[-1]
+    assert np.allclose(w.sum(-1), 1.0, atol=1e-5) and ((w > 0).sum(-1) == 2).all()  # top-2, renormalized
