@@ -54,6 +54,27 @@ class Recorder:
         return path
 
 
+# Lift's state observation (robot0_* proprioception + object-state) and 7-d OSC_POSE actions.
+LIFT_STATE = {"robot0_eef_pos": 3, "robot0_eef_quat": 4, "robot0_gripper_qpos": 2, "object-state": 10}
+LIFT_ACTION_DIM = 7
+
+
+def lift_state_setup(n_rows: int = 256, seed: int = 0):
+    """(normalizer, shape_meta) of a Lift-shaped state task, fitted on random rows: enough to build and
+    time any policy without a dataset."""
+    import numpy as np
+
+    from data.normalize import Normalizer
+
+    rng = np.random.default_rng(seed)
+    arrays = {k: rng.normal(size=(n_rows, d)).astype(np.float32) for k, d in LIFT_STATE.items()}
+    arrays["action"] = rng.uniform(-1, 1, size=(n_rows, LIFT_ACTION_DIM)).astype(np.float32)
+    normalizer = Normalizer.fit(arrays, {k: "limits" for k in arrays})
+    shape_meta = {"obs": {k: {"shape": [d], "type": "low_dim"} for k, d in LIFT_STATE.items()},
+                  "action": {"shape": [LIFT_ACTION_DIM]}, "n_tasks": 1, "lang_dim": 0}
+    return normalizer, shape_meta
+
+
 def median_seconds(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1,
                    sync: Callable[[], Any] | None = None) -> float:
     """Median wall time of `fn` over `repeats` runs after `warmup` runs."""

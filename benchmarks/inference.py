@@ -22,17 +22,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
-from common import Recorder
+from common import Recorder, lift_state_setup
 from torch.utils.flop_counter import FlopCounterMode
 
-from data.normalize import Normalizer
 from policies.base import POLICY_REGISTRY, Policy
 from policies.dit import dit_config_matching
 
 CONF = Path(__file__).resolve().parent.parent / "conf" / "policy"
 # Lift-like state observation (robosuite): 19 state dims, 7-d action, one task.
-STATE = {"robot0_eef_pos": 3, "robot0_eef_quat": 4, "robot0_gripper_qpos": 2, "object": 10}
-ACTION_DIM = 7
 
 
 def policy_config(name: str) -> dict:
@@ -42,12 +39,7 @@ def policy_config(name: str) -> dict:
 
 
 def build_cases() -> tuple[dict[str, Policy], Policy, dict]:
-    rng = np.random.default_rng(0)
-    arrays = {k: rng.normal(size=(256, d)).astype(np.float32) for k, d in STATE.items()}
-    arrays["action"] = rng.uniform(-1, 1, size=(256, ACTION_DIM)).astype(np.float32)
-    normalizer = Normalizer.fit(arrays, {k: "limits" for k in arrays})
-    shape_meta = {"obs": {k: {"shape": [d], "type": "low_dim"} for k, d in STATE.items()},
-                  "action": {"shape": [ACTION_DIM]}, "n_tasks": 1, "lang_dim": 0}
+    normalizer, shape_meta = lift_state_setup()
     torch.manual_seed(0)
     mode_cfg = policy_config("mode")
     cached = Policy.build("mode", mode_cfg, shape_meta, normalizer).eval()

@@ -17,19 +17,15 @@ import resource
 import time
 from pathlib import Path
 
-from common import Recorder, median_seconds
+from common import LIFT_ACTION_DIM, LIFT_STATE, Recorder, lift_state_setup, median_seconds
 
 POLICIES = ("mode", "dit", "cnn")
-STATE = {"robot0_eef_pos": 3, "robot0_eef_quat": 4, "robot0_gripper_qpos": 2, "object-state": 10}
-ACTION_DIM = 7
 
 
 def _measure(name: str, batch_size: int, steps: int, repeats: int, device: str, threads: int, out) -> None:
-    import numpy as np
     import torch
     from omegaconf import OmegaConf
 
-    from data.normalize import Normalizer
     from policies.base import Policy
 
     torch.set_num_threads(threads)
@@ -37,17 +33,12 @@ def _measure(name: str, batch_size: int, steps: int, repeats: int, device: str, 
     cfg = OmegaConf.to_container(OmegaConf.load(Path(__file__).resolve().parents[1] / f"conf/policy/{name}.yaml"))
     cfg.pop("name")
     to, horizon = cfg["n_obs_steps"], cfg["horizon"]
-    rng = np.random.default_rng(0)
-    arrays = {k: rng.normal(size=(1000, d)).astype(np.float32) for k, d in STATE.items()}
-    arrays["action"] = rng.uniform(-1, 1, size=(1000, ACTION_DIM)).astype(np.float32)
-    normalizer = Normalizer.fit(arrays, {k: "limits" for k in arrays})
-    shape_meta = {"obs": {k: {"shape": [d], "type": "low_dim"} for k, d in STATE.items()},
-                  "action": {"shape": [ACTION_DIM]}, "n_tasks": 1, "lang_dim": 0}
+    normalizer, shape_meta = lift_state_setup(1000)
     policy = Policy.build(name, cfg, shape_meta, normalizer).to(device).train()
     opt = torch.optim.AdamW(policy.parameters(), lr=1e-4)
     batch = {
-        "obs": {k: torch.randn(batch_size, to, d, device=device) for k, d in STATE.items()},
-        "action": torch.rand(batch_size, horizon, ACTION_DIM, device=device) * 2 - 1,
+        "obs": {k: torch.randn(batch_size, to, d, device=device) for k, d in LIFT_STATE.items()},
+        "action": torch.rand(batch_size, horizon, LIFT_ACTION_DIM, device=device) * 2 - 1,
         "action_is_pad": torch.zeros(batch_size, horizon, dtype=torch.bool, device=device),
         "task": torch.zeros(batch_size, dtype=torch.long, device=device), "goal": {},
     }

@@ -14,15 +14,6 @@ TINY = {"n_obs_steps": TO, "horizon": T, "n_action_steps": TA, "down_dims": [16,
         "num_sampling_steps": 4, "image_encoder": {"base_channels": 8, "out_dim": 16}}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small convs gain nothing from a second thread, and on a shared CPU it slows them many times."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make(image: bool = False, lang_dim: int = 0, n_tasks: int = 3, **overrides):
     rng = np.random.default_rng(0)
     arrays = {"action": rng.uniform(-2, 3, size=(200, DA)).astype(np.float32),

@@ -15,14 +15,6 @@ COMMON = {"n_obs_steps": TO, "horizon": T, "n_action_steps": TA, "width": 32, "n
 MOE = {"expert_hidden": 32, "router_hidden": 16}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from a second thread, and on a shared CPU it slows them many times."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def make(name: str = "mode", image: bool = False, lang_dim: int = 0, n_tasks: int = 3, seed: int = 0,
          **overrides) -> Policy:

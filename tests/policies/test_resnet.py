@@ -5,15 +5,6 @@ from torch import nn
 from policies.encoders.resnet import ResNetImageEncoder, SpatialSoftmax, random_shift
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These small convs gain little from a second thread, and on a shared CPU it slows them a lot."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _images(n: int = 3, size: int = 84) -> torch.Tensor:
     torch.manual_seed(0)
     return torch.rand(n, 3, size, size) * 2 - 1
