@@ -19,14 +19,6 @@ VARIANTS = [{"kind": "codebook", "indexing": "softmax"}, {"kind": "codebook", "i
             {"kind": "codebook", "indexing": "gumbel"}, {"kind": "linear"}]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_policy(image: bool = True, seed: int = 0, **overrides) -> Policy:
     rng = np.random.default_rng(0)
     arrays = {"action": rng.uniform(-1, 2, size=(50, DA)).astype(np.float32),

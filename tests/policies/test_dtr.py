@@ -16,14 +16,6 @@ TINY = {"n_obs_steps": TO, "horizon": T, "n_action_steps": TA, "width": 32, "n_l
 LOC, SCALE, LO, HI = math.log(0.5), 0.5, 1e-3, 80.0  # the training σ distribution of DiffusionConfig
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_policy(seed: int = 0, **overrides) -> Policy:
     rng = np.random.default_rng(0)
     arrays = {"action": rng.uniform(-1, 2, size=(50, DA)).astype(np.float32),
