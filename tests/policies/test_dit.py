@@ -1,6 +1,6 @@
 import pytest
 import torch
-from test_mode import COMMON, DA, MOE, TA, batch_for, make, one_thread, sample  # noqa: F401  (fixture)
+from test_mode import COMMON, DA, MOE, TA, batch_for, make, sample
 
 from policies.base import Policy
 from policies.dit import DiTConfig, DiTPolicy, dit_config_matching, matched_mlp_hidden

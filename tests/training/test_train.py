@@ -112,3 +112,17 @@ def test_run_pictures_written(make_store, tmp_path):
     sigmas, w = expert_weights_vs_sigma(Policy.from_checkpoint(run / "checkpoints" / "last.ckpt"), n_sigmas=7)
     assert w.shape == (1, 7, 4) and sigmas[0] < sigmas[-1]
     assert np.allclose(w.sum(-1), 1.0, atol=1e-5) and ((w > 0).sum(-1) == 2).all()  # top-2, renormalized
+
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in (ROOT / "conf" / "policy").glob("*.yaml")))
+def test_every_policy_preset_is_a_valid_config(preset):
+    """Each conf/policy/*.yaml names a registered policy and holds exactly that policy's fields."""
+    import yaml
+
+    import policies  # noqa: F401  (registers the policies)
+    from policies.base import POLICY_REGISTRY
+
+    cfg = yaml.safe_load((ROOT / "conf" / "policy" / f"{preset}.yaml").read_text())
+    cls = POLICY_REGISTRY[cfg["name"]]
+    parsed = cls.config_cls.from_dict(cfg, policy=cfg["name"])
+    assert parsed.n_obs_steps >= 1
