@@ -24,13 +24,13 @@ POLICIES = ("mode", "dit", "cnn")
 
 def _measure(name: str, batch_size: int, steps: int, repeats: int, device: str, threads: int, out) -> None:
     import torch
-    from omegaconf import OmegaConf
+    import yaml
 
     from policies.base import Policy
 
     torch.set_num_threads(threads)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    cfg = OmegaConf.to_container(OmegaConf.load(Path(__file__).resolve().parents[1] / f"conf/policy/{name}.yaml"))
+    cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / f"conf/policy/{name}.yaml").read_text())
     cfg.pop("name")
     to, horizon = cfg["n_obs_steps"], cfg["horizon"]
     normalizer, shape_meta = lift_state_setup(1000)
