@@ -149,3 +149,17 @@ def test_bad_input(tmp_path):
     with pytest.raises(StoreError, match="other tasks"):
         generate("door", 1, str(tmp_path / "s.zarr"), workers=0, horizon=4, keep_failed=True, progress=False)
     assert gen.main(["task=juggle", f"out={tmp_path / 'y.zarr'}"]) == 2
+
+
+def test_two_episode_stores_for_three_metaworld_tasks_read_through_the_datamodule(tmp_path):
+    from data.dataset import DemoDataModule
+
+    out = str(tmp_path / "mw.zarr")
+    store = generate("reach-v3,push-v3,drawer-open-v3", 6, out, workers=0, horizon=8, keep_failed=True,
+                     progress=False)
+    assert store.n_episodes == 6 and sorted(store.episode_task.tolist()) == [0, 0, 1, 1, 2, 2]
+    assert store.array("state").shape[1:] == (39,)
+    dm = DemoDataModule(out, ["state"], n_obs_steps=2, horizon=4, n_action_steps=2, batch_size=4, val_ratio=0.0)
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["obs"]["state"].shape == (4, 2, 39) and batch["action"].shape == (4, 4, 4)
+    assert set(batch["task"].tolist()) <= {0, 1, 2}
