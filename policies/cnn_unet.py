@@ -162,7 +162,7 @@ class CNNPolicy(DiffusionPolicy):
     def __init__(self, config: dict[str, Any], shape_meta: dict[str, Any], normalizer: Normalizer) -> None:
         super().__init__(config, shape_meta, normalizer)
         cfg = self.cfg
-        self.goal_encoder = GoalEncoder.from_shape_meta(shape_meta, cfg.goal_width)
+        self.goal_encoder = GoalEncoder.from_shape_meta(shape_meta, cfg.goal_width, cfg.goal_dropout)
         self.obs_encoder = ObsEncoder(
             shape_meta, normalizer, cfg.obs_width, cfg.n_obs_steps, cfg.state_hidden, cfg.state_grouping,
             cfg.image_encoder, film_dim=cfg.goal_width if cfg.image_film else 0,
@@ -172,16 +172,9 @@ class CNNPolicy(DiffusionPolicy):
 
     def encode(self, obs: dict[str, torch.Tensor], goal: dict[str, torch.Tensor]) -> torch.Tensor:
         """-> the global conditioning [B, goal_width + n_obs_tokens * obs_width]."""
-        goal_emb = self.goal_encoder(goal)
-        if self.training and self.cfg.goal_dropout > 0:
-            keep = torch.rand(goal_emb.shape[0], 1, device=goal_emb.device) >= self.cfg.goal_dropout
-            goal_emb = goal_emb * keep.to(goal_emb.dtype)
+        goal_emb = self.goal_encoder(goal)  # goal dropout (training) happens inside the encoder
         obs_feat = self.obs_encoder.global_feature(obs, self.normalizer, goal_emb)
         return torch.cat([goal_emb.to(obs_feat.dtype), obs_feat], dim=-1)
-
-    def set_lang_table(self, table: torch.Tensor) -> None:
-        """Store the task instructions' embeddings [n_tasks, lang_dim] (saved with the checkpoint)."""
-        self.goal_encoder.set_lang_table(table)
 
     def param_counts(self) -> dict[str, int]:
         """Dense model: every parameter is active for every sample."""
