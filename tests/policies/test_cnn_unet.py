@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+from policy_batches import batch_for
 from torch import nn
 
 from data.normalize import Normalizer
@@ -28,17 +29,6 @@ def make(image: bool = False, lang_dim: int = 0, n_tasks: int = 3, **overrides):
     normalizer = Normalizer.fit(arrays, modes)
     return Policy.build("cnn", {**TINY, **overrides}, shape_meta, normalizer)
 
-
-def batch_for(policy: CNNPolicy, b: int = 3, seed: int = 0) -> dict:
-    g = torch.Generator().manual_seed(seed)
-    obs = {"pos": torch.randn(b, TO, 5, generator=g)}
-    if "agentview_image" in policy.shape_meta["obs"]:
-        obs["agentview_image"] = torch.randint(0, 256, (b, TO, 24, 24, 3), generator=g, dtype=torch.uint8)
-    batch = {"obs": obs, "action": torch.rand(b, T, DA, generator=g) * 5 - 2,
-             "action_is_pad": torch.zeros(b, T, dtype=torch.bool), "task": torch.arange(b) % 3}
-    if policy.shape_meta["lang_dim"]:
-        batch["goal"] = {"lang": torch.randn(b, policy.shape_meta["lang_dim"], generator=g)}
-    return batch
 
 
 @pytest.mark.parametrize("image,lang_dim", [(False, 0), (True, 0), (False, 384), (True, 384)])

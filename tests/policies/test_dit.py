@@ -1,6 +1,7 @@
 import pytest
 import torch
-from test_mode import COMMON, DA, MOE, TA, batch_for, make, sample
+from policy_batches import batch_for
+from test_mode import COMMON, DA, MOE, TA, make, sample
 
 from policies.base import Policy
 from policies.dit import DiTConfig, DiTPolicy, dit_config_matching, matched_mlp_hidden

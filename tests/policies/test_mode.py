@@ -3,6 +3,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from policy_batches import batch_for
 
 from data.normalize import Normalizer
 from policies.base import Policy
@@ -37,17 +38,6 @@ def make(name: str = "mode", image: bool = False, lang_dim: int = 0, n_tasks: in
     torch.nn.init.normal_(policy.net.head.weight, std=0.5)
     return policy
 
-
-def batch_for(policy: Policy, b: int = 3, seed: int = 0) -> dict:
-    g = torch.Generator().manual_seed(seed)
-    obs = {"pos": torch.randn(b, TO, 5, generator=g), "vel": torch.randn(b, TO, 2, generator=g)}
-    if "agentview_image" in policy.shape_meta["obs"]:
-        obs["agentview_image"] = torch.randint(0, 256, (b, TO, 24, 24, 3), generator=g, dtype=torch.uint8)
-    batch = {"obs": obs, "action": torch.rand(b, T, DA, generator=g) * 5 - 2,
-             "action_is_pad": torch.zeros(b, T, dtype=torch.bool), "task": torch.arange(b) % 3}
-    if policy.shape_meta["lang_dim"]:
-        batch["goal"] = {"lang": torch.randn(b, policy.shape_meta["lang_dim"], generator=g)}
-    return batch
 
 
 def sample(policy: Policy, batch: dict, seed: int = 0, cached: bool = True) -> torch.Tensor:
