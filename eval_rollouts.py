@@ -9,7 +9,7 @@ saved from the dataset). Writes to <run dir>/eval/<timestamp>/ (or out=DIR):
     videos/epNNNN_<task>_<success|failure|error>.mp4
     success_per_task.png       with several tasks
 and logs eval/success_rate, per-task rates and eval/video to W&B (offline unless WANDB_MODE says).
-Thin by design: rollouts live in envs/runner.py, the report in envs/eval_report.py.
+Thin by design: rollouts live in rollouts/runner.py, the report in rollouts/report.py.
 """
 
 from __future__ import annotations
@@ -108,9 +108,9 @@ def build_policy(path: Path, device: torch.device):
 # --- the evaluation -------------------------------------------------------------------------
 def evaluate(cfg: DictConfig | dict[str, Any], command: str | None = None) -> dict[str, Any]:
     """Run the evaluation `cfg` (conf/eval.yaml) describes; returns the eval_info dict (+ out_dir)."""
-    from envs.eval_report import eval_info, print_table, success_bar_chart, write_eval_info
-    from envs.runner import EnvBuildError, episode_seeds, run
-    from envs.video import VideoDirError, check_writable_dir
+    from rollouts.report import eval_info, print_table, success_bar_chart, write_eval_info
+    from rollouts.runner import EnvBuildError, episode_seeds, run
+    from rollouts.video import VideoDirError, check_writable_dir
 
     if isinstance(cfg, DictConfig):
         cfg = OmegaConf.to_container(cfg, resolve=True)
@@ -176,7 +176,7 @@ def log_wandb(cfg: dict[str, Any], ckpt: dict[str, Any], ckpt_path: Path, metric
     """Into the training run when the checkpoint names one (resumed), else a new run of the project."""
     import wandb
 
-    from envs.eval_report import scalar_metrics, wandb_media
+    from rollouts.report import scalar_metrics, wandb_media
 
     w = cfg["logger"]
     run_id = ckpt.get("wandb_run_id")

@@ -1,6 +1,6 @@
 """Train a policy: `python train.py policy=mode task=lift` (see conf/config.yaml for every knob).
 
-Thin by design: the pieces live in policies/training.py, data/ and envs/.
+Thin by design: the pieces live in training/wiring.py, data/ and envs/.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def rollout_callbacks(cfg: dict[str, Any], info: dict[str, Any]) -> list:
     r = cfg["rollout_eval"]
     if not r["every_n_steps"]:
         return []
-    from envs.eval_callback import RolloutEvalCallback
+    from training.rollout_callback import RolloutEvalCallback
 
     return [RolloutEvalCallback(every_n_steps=r["every_n_steps"], n_episodes=r["n_episodes"],
                                 workers=r["workers"], video_n=r["video_n"], tasks=info["tasks"],
@@ -63,7 +63,7 @@ def rollout_callbacks(cfg: dict[str, Any], info: dict[str, Any]) -> list:
 
 def train(cfg: dict[str, Any], run_dir: Path) -> Path:
     """Train as `cfg` says; returns the run directory (checkpoints/, config.yaml, logs)."""
-    from policies import training
+    from training import wiring as training
 
     L.seed_everything(cfg["seed"], workers=True)
     ckpt_path, run_id = None, None

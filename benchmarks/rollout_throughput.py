@@ -31,8 +31,8 @@ sys.path.insert(0, os.path.dirname(__file__))
 import torch  # noqa: E402
 from common import Recorder  # noqa: E402
 
-from envs.runner import Runner  # noqa: E402
-from envs.worker_handle import WORKER_THREAD_VARS  # noqa: E402
+from rollouts.runner import Runner  # noqa: E402
+from rollouts.worker_handle import WORKER_THREAD_VARS  # noqa: E402
 
 ACTION_DIM = 7  # Lift with the OSC_POSE controller
 N_OBS_STEPS, N_ACTION_STEPS, HORIZON = 2, 8, 16

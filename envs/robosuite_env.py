@@ -244,6 +244,39 @@ class RobosuiteEnv(gym.Env):
         truncated = self._t >= self.env_spec.horizon
         return self._convert(raw), float(reward), success, truncated, {"success": success}
 
+    # -- flat simulator states (dataset conversion, replay checks) -----------------------------
+    def get_flat_state(self) -> np.ndarray:
+        """The simulator state as robosuite and robomimic datasets store it: [time, qpos, qvel]."""
+        return np.asarray(self.sim.get_state().flatten(), dtype=np.float64)
+
+    def observe_state(self, state: np.ndarray) -> dict[str, np.ndarray]:
+        """Put the simulator into a flat state (no physics step) and return that state's observation."""
+        state = np.asarray(state, dtype=np.float64)
+        size = 1 + self.sim.model.nq + self.sim.model.nv
+        if state.shape != (size,):
+            raise ValueError(f"a flat {self.env_spec.task} state here has 1 + nq + nv = {size} values, got "
+                             f"{state.shape}: it was recorded with another robot, gripper or object model")
+        self.sim.set_state_from_flattened(state)
+        self.sim.forward()
+        return self._convert(self._env._get_observations(force_update=True))
+
+    def reset_to_state(self, state: np.ndarray, model_xml: str | None = None) -> dict[str, np.ndarray]:
+        """Reset (into `model_xml`, a dataset's per-episode model, when given), then restore `state`.
+
+        Controller and gripper memories are cleared by the reset, as at the start of an episode, so
+        replaying an episode's actions from its first state follows the recorded trajectory.
+        """
+        if model_xml is not None:
+            if self._video is not None:  # its GL objects belong to the model being replaced
+                self._video.close()
+                self._video = None
+            with _seeded_global_random(self._rng):
+                self._env.reset_from_xml_string(model_xml)
+            self.sim = self._env.sim
+            self._set_obs_quality(self.env_spec.render)
+        self._reset_sim()
+        return self.observe_state(state)
+
     @property
     def unwrapped_robosuite(self):
         """The robosuite environment (experts read object poses from it)."""

@@ -12,14 +12,13 @@ import pytest
 import torch
 from torch import nn
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "envs"))
-import fake_env  # noqa: E402
+import eval_rollouts
+from data.normalize import Normalizer
+from eval_rollouts import EvalError, evaluate, load_config
+from policies.base import POLICY_REGISTRY, Policy, register_policy
+from tests.envs import fake_env
 
-import eval_rollouts  # noqa: E402
-from data.normalize import Normalizer  # noqa: E402
-from eval_rollouts import EvalError, evaluate, load_config  # noqa: E402
-from policies.base import POLICY_REGISTRY, Policy, register_policy  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 FACTORY = f"{fake_env.__name__}:make_env"
 TASKS = [

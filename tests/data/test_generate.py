@@ -39,7 +39,7 @@ def test_two_episode_state_store_for_every_robosuite_task(tmp_path, name):
 
 
 def test_small_image_store_from_spawned_workers_reads_through_the_datamodule(tmp_path):
-    from data.dataset import DemoDataModule
+    from training.datamodule import DemoDataModule
 
     out = str(tmp_path / "img.zarr")
     store = generate("lift", 2, out, images=True, image_size=24, workers=2, horizon=6, keep_failed=True,
@@ -152,7 +152,7 @@ def test_bad_input(tmp_path):
 
 
 def test_two_episode_stores_for_three_metaworld_tasks_read_through_the_datamodule(tmp_path):
-    from data.dataset import DemoDataModule
+    from training.datamodule import DemoDataModule
 
     out = str(tmp_path / "mw.zarr")
     store = generate("reach-v3,push-v3,drawer-open-v3", 6, out, workers=0, horizon=8, keep_failed=True,

@@ -2,9 +2,10 @@ import numpy as np
 import pytest
 import torch
 
-from data.dataset import DemoDataModule, DemoDataset, default_normalizer_modes
+from data.dataset import DemoDataset, default_normalizer_modes
 from data.normalize import Normalizer
 from data.sampler import WindowSampler, split_episodes
+from training.datamodule import DemoDataModule
 
 
 def brute_force_windows(ends, to, horizon, ta):

@@ -1,13 +1,13 @@
 import numpy as np
 import pytest
 import torch
-from policy_batches import batch_for
 from torch import nn
 
 from data.normalize import Normalizer
 from policies.base import Policy
 from policies.cnn_unet import CNNConfig, CNNPolicy, TemporalUnet
 from policies.diffusion import goal_from_batch
+from tests.policies.policy_batches import batch_for
 
 DA, TO, T, TA = 4, 2, 10, 6
 TINY = {"n_obs_steps": TO, "horizon": T, "n_action_steps": TA, "down_dims": [16, 32, 64], "n_groups": 4,

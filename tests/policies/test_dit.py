@@ -1,11 +1,11 @@
 import pytest
 import torch
-from policy_batches import batch_for
-from test_mode import COMMON, DA, MOE, TA, make, sample
 
 from policies.base import Policy
 from policies.dit import DiTConfig, DiTPolicy, dit_config_matching, matched_mlp_hidden
 from policies.mode import MoDEConfig
+from tests.policies.policy_batches import batch_for
+from tests.policies.test_mode import COMMON, DA, MOE, TA, make, sample
 
 
 def test_default_dit_has_the_active_params_of_default_mode():

@@ -3,12 +3,12 @@ import time
 import numpy as np
 import pytest
 import torch
-from policy_batches import batch_for
 
 from data.normalize import Normalizer
 from policies.base import Policy
 from policies.diffusion import SAMPLERS, goal_from_batch
 from policies.mode import Attention, MoDEConfig, MoDEPolicy, load_balancing_loss
+from tests.policies.policy_batches import batch_for
 
 DA, TO, T, TA = 4, 2, 10, 6
 COMMON = {"n_obs_steps": TO, "horizon": T, "n_action_steps": TA, "width": 32, "n_layers": 2, "n_heads": 2,

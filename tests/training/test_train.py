@@ -64,7 +64,7 @@ def test_non_finite_loss_stops_with_clear_message_and_keeps_checkpoint(make_stor
     store = make_store(3)
     run = train(compose_cfg(store.path, extra=["trainer.max_steps=10"]), tmp_path / "run")
     before = (run / "checkpoints" / "last.ckpt").read_bytes()
-    from policies.module import NonFiniteLoss
+    from training.module import NonFiniteLoss
 
     with pytest.raises(NonFiniteLoss, match="last good checkpoint"):  # a diverging run in the same dir
         train(compose_cfg(store.path, extra=["optim.lr=1e30", "optim.warmup_steps=1",
@@ -107,7 +107,7 @@ def test_run_pictures_written(make_store, tmp_path):
     assert (run / "training_curve.png").stat().st_size > 1000
     assert (run / "expert_usage.png").stat().st_size > 1000
     from policies.base import Policy
-    from policies.plots import expert_weights_vs_sigma
+    from training.plots import expert_weights_vs_sigma
 
     sigmas, w = expert_weights_vs_sigma(Policy.from_checkpoint(run / "checkpoints" / "last.ckpt"), n_sigmas=7)
     assert w.shape == (1, 7, 4) and sigmas[0] < sigmas[-1]

@@ -1,6 +1,6 @@
 """What an evaluation leaves behind: eval_info.json, a per-task table, a success bar chart, W&B entries.
 
-Works on the metrics dict of `envs.runner.run`; shared by eval_rollouts.py and the training callback.
+Works on the metrics dict of `rollouts.runner.run`; shared by eval_rollouts.py and the training callback.
 """
 
 from __future__ import annotations

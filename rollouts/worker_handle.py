@@ -1,5 +1,5 @@
 """The parent's side of a rollout worker: spawning it (lean and single-threaded), talking to it, and
-telling a crash or a hang from a reply. The process side is envs/rollout_worker.py.
+telling a crash or a hang from a reply. The process side is rollouts/episode_worker.py.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import types
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from envs.rollout_worker import worker_main
+from rollouts.episode_worker import worker_main
 
 # Env workers do single-threaded physics; idle BLAS thread pools in each of them spin and steal CPU.
 WORKER_THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from policies.base import Policy
-from policies.ema import EMA
+from training.ema import EMA
 
 _NO_DECAY_MODULES = (nn.Embedding, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm, nn.BatchNorm1d, nn.BatchNorm2d)
 

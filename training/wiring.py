@@ -17,9 +17,10 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
-from data.dataset import DemoDataModule, default_normalizer_modes
+from data.dataset import default_normalizer_modes
 from policies.base import Policy
-from policies.module import PolicyModule
+from training.datamodule import DemoDataModule
+from training.module import PolicyModule
 
 POLICY_ONLY_KEYS = ("name",)
 log = logging.getLogger("train")
@@ -189,7 +190,7 @@ class RunPictures(Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        from policies.plots import plot_expert_usage, plot_training_curve
+        from training.plots import plot_expert_usage, plot_training_curve
 
         images = {}
         if self.train[0]:

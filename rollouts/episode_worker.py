@@ -89,7 +89,7 @@ class _Episode:
     def write_video(self, outcome: str) -> None:
         if not self.frames:
             return
-        from envs.video import video_filename, write_video
+        from rollouts.video import video_filename, write_video
 
         video = self.cfg["video"]
         name = video_filename(self.cfg["episode"], self.cfg["task_name"], outcome)

@@ -21,8 +21,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from envs.eval_report import scalar_metrics, wandb_media
-from envs.runner import EVAL_SEED_OFFSET, Runner
+from rollouts.report import scalar_metrics, wandb_media
+from rollouts.runner import EVAL_SEED_OFFSET, Runner
 
 
 class RolloutEvalCallback(Callback):

@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
 import imageio.v2 as imageio
 import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import fake_env  # noqa: E402
-
-from envs.runner import EVAL_SEED_OFFSET, EnvBuildError, Runner, episode_seeds, run  # noqa: E402
-from envs.stats import summarize, wilson_interval  # noqa: E402
-from envs.video import VideoDirError, check_writable_dir, video_filename, write_video  # noqa: E402
+from rollouts.runner import EVAL_SEED_OFFSET, EnvBuildError, Runner, episode_seeds, run
+from rollouts.stats import summarize, wilson_interval
+from rollouts.video import VideoDirError, check_writable_dir, video_filename, write_video
+from tests.envs import fake_env
 
 FACTORY = f"{fake_env.__name__}:make_env"
 S0 = EVAL_SEED_OFFSET

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import fake_env  # noqa: E402
-
-from envs.eval_callback import RolloutEvalCallback  # noqa: E402
+from tests.envs import fake_env
+from training.rollout_callback import RolloutEvalCallback
 
 FACTORY = f"{fake_env.__name__}:make_env"
 

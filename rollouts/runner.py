@@ -35,11 +35,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from envs.rollout_worker import DEFAULT_ENV_FACTORY
 from envs.spec import EnvSpec
-from envs.stats import summarize
-from envs.video import check_writable_dir
-from envs.worker_handle import WorkerHandle
+from rollouts.episode_worker import DEFAULT_ENV_FACTORY
+from rollouts.stats import summarize
+from rollouts.video import check_writable_dir
+from rollouts.worker_handle import WorkerHandle
 
 EVAL_SEED_OFFSET = 1_000_000
 # Fresh workers that die before their first reply, in a row: the env itself kills the process
