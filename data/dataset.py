@@ -1,8 +1,10 @@
 """Torch Dataset over a demo store, yielding the batch of DESIGN.md
 (the Lightning DataModule around it is training/datamodule.py).
 
-    {"obs": {key: [B, To, ...]}, "obs_is_pad": [B, To], "action": [B, T, Da],
-     "action_is_pad": [B, T], "task": [B], "goal": {"lang": [B, D]} (only with a language table)}
+    {"obs": {key: [B, To, ...]}, "action": [B, T, Da], "action_is_pad": [B, T], "task": [B], "goal": {}}
+
+Language goals are not in the batch: the policy holds the instruction embeddings (its `lang_table`,
+saved in checkpoints) and looks them up by task index, in training and in rollouts alike.
 
 Batches are gathered whole (`__getitems__`): one vectorized index per key per batch, which is
 what makes in-memory reads fast and zarr-backed reads tolerable.
@@ -17,12 +19,15 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from data.chunk_cache import DEFAULT_CACHE_MB, chunk_readers
 from data.sampler import WindowSampler
 from data.store import DemoStore, is_image_key
 
 
 class DemoDataset(Dataset):
-    """Windows of the chosen episodes. `in_memory=False` reads every batch from zarr."""
+    """Windows of the chosen episodes. `in_memory=False` reads batches from zarr, whole chunks at a time,
+    through a cache of decoded chunks bounded by `cache_mb` MiB (data/chunk_cache.py); batches are
+    bit-identical to the in-memory ones."""
 
     def __init__(
         self,
@@ -34,7 +39,7 @@ class DemoDataset(Dataset):
         episode_ids: Sequence[int] | None = None,
         in_memory: bool = True,
         arrays: dict[str, np.ndarray] | None = None,
-        lang_table: np.ndarray | None = None,
+        cache_mb: float = DEFAULT_CACHE_MB,
     ) -> None:
         store.require_keys([*obs_keys, "action"])
         if store.n_episodes == 0:
@@ -47,11 +52,10 @@ class DemoDataset(Dataset):
             arrays = arrays if arrays is not None else store.load(keys)
             self._source = {k: arrays[k] for k in keys}
         else:
-            self._source = {k: store.array(k) for k in keys}
+            self._source = chunk_readers({k: store.array(k) for k in keys}, cache_mb)
         self._in_memory = in_memory
         task_of_episode = store.episode_task
         self._window_task = task_of_episode[self.sampler.window_episode].astype(np.int64)
-        self._lang = None if lang_table is None else torch.as_tensor(lang_table, dtype=torch.float32)
 
     def __len__(self) -> int:
         return len(self.sampler)
@@ -59,9 +63,7 @@ class DemoDataset(Dataset):
     def _take(self, key: str, rows: np.ndarray) -> np.ndarray:
         if self._in_memory:
             return self._source[key][rows]
-        # zarr: one orthogonal read of the unique rows, then expand back to the window layout.
-        unique, inverse = np.unique(rows, return_inverse=True)
-        return np.asarray(self._source[key].oindex[unique])[inverse.reshape(rows.shape)]
+        return self._source[key].take(rows)
 
     def __getitems__(self, windows: Sequence[int]) -> dict[str, Any]:
         windows = np.asarray(windows, dtype=np.int64)
@@ -69,14 +71,11 @@ class DemoDataset(Dataset):
         obs_rows = rows[:, : self.n_obs_steps]
         batch: dict[str, Any] = {
             "obs": {k: torch.from_numpy(self._take(k, obs_rows)) for k in self.obs_keys},
-            "obs_is_pad": torch.from_numpy(is_pad[:, : self.n_obs_steps]),
             "action": torch.from_numpy(self._take("action", rows)),
             "action_is_pad": torch.from_numpy(is_pad),
             "task": torch.from_numpy(self._window_task[windows]),
             "goal": {},
         }
-        if self._lang is not None:
-            batch["goal"]["lang"] = self._lang[batch["task"]]
         return batch
 
     def __getitem__(self, window: int) -> dict[str, Any]:

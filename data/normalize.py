@@ -102,7 +102,3 @@ class Normalizer(nn.Module):
     def unnormalize(self, key: str, y: torch.Tensor) -> torch.Tensor:
         m = self._check(key)
         return y.float() / m.scale + m.offset
-
-    def normalize_dict(self, data: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Normalize every key the normalizer knows; other keys pass through untouched."""
-        return {k: self.normalize(k, v) if k in self.maps else v for k, v in data.items()}

@@ -20,6 +20,7 @@ from torch import nn
 from data.normalize import Normalizer
 
 POLICY_REGISTRY: dict[str, type[Policy]] = {}
+CHECKPOINT_FORMAT_VERSION = 1  # bump when the layout below changes incompatibly
 
 
 def register_policy(name: str):
@@ -62,7 +63,7 @@ class Policy(nn.Module):
         }
 
     def save(self, path: str | os.PathLike) -> None:
-        torch.save({"policy": self.checkpoint_dict()}, path)
+        torch.save({"policy": self.checkpoint_dict(), "format_version": CHECKPOINT_FORMAT_VERSION}, path)
 
     @staticmethod
     def build(name: str, config: dict, shape_meta: dict, normalizer: Normalizer) -> Policy:
@@ -74,20 +75,45 @@ class Policy(nn.Module):
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, map_location: str = "cpu") -> Policy:
-        path = os.fspath(path)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"checkpoint {path!r} does not exist or is not a file")
-        try:
-            ckpt = torch.load(path, map_location=map_location, weights_only=True)
-        except Exception as err:  # corrupt or foreign pickle
-            raise ValueError(f"{path!r} is not a readable checkpoint ({type(err).__name__}: {err})") from err
-        if not isinstance(ckpt, dict) or "policy" not in ckpt:
-            raise ValueError(f"{path!r} is not a policy checkpoint of this framework (no 'policy' entry)")
-        meta = ckpt["policy"]
+        """Rebuild a policy (config, normalizer, weights) from a checkpoint file alone."""
+        return cls.from_checkpoint_dict(read_checkpoint_file(path, map_location)["policy"], str(path))
+
+    @classmethod
+    def from_checkpoint_dict(cls, meta: dict[str, Any], where: str = "checkpoint") -> Policy:
+        """Rebuild from the `policy` entry of a checkpoint already read (see read_checkpoint_file)."""
         if cls is not Policy and meta["name"] != cls.name:
-            raise ValueError(f"{path!r} holds a {meta['name']!r} policy, not a {cls.name!r} policy")
+            raise CheckpointError(f"{where} holds a {meta['name']!r} policy, not a {cls.name!r} policy")
         normalizer = Normalizer.from_config(meta["normalizer"])
         policy = Policy.build(meta["name"], meta["config"], meta["shape_meta"], normalizer)
         policy.load_state_dict(meta["state_dict"])
         policy.eval()
         return policy
+
+
+class CheckpointError(ValueError):
+    """A file that is not a usable checkpoint of this framework; the message says what it is."""
+
+
+def read_checkpoint_file(path: str | os.PathLike, map_location: str = "cpu") -> dict[str, Any]:
+    """The one place a checkpoint file is read: plain data only (`weights_only=True`), nothing unpickled.
+
+    A file torch refuses (corrupt, truncated, or pickling arbitrary objects) is reported as not being
+    a checkpoint of this framework; torch's own advice to load it unsafely is deliberately not passed on.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint {path!r} does not exist or is not a file")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:
+        kind = "truncated or corrupt" if isinstance(err, (EOFError, RuntimeError)) else "not plain tensor data"
+        raise CheckpointError(f"{path!r} is not a checkpoint of this framework ({kind}: "
+                              f"{type(err).__name__}); use a .ckpt written by train.py") from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("policy"), dict):
+        raise CheckpointError(f"{path!r} is not a checkpoint of this framework (no 'policy' entry); use a .ckpt "
+                              "written by train.py or Policy.save")
+    version = int(ckpt.get("format_version", 1))
+    if version > CHECKPOINT_FORMAT_VERSION:
+        raise CheckpointError(f"{path!r} has checkpoint format version {version}, newer than this framework's "
+                              f"{CHECKPOINT_FORMAT_VERSION}; upgrade the framework to read it")
+    return ckpt

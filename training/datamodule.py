@@ -37,7 +37,7 @@ class DemoDataModule(L.LightningDataModule):
         split_seed: int = 0,
         max_train_episodes: int | None = None,
         in_memory: bool = True,
-        lang_table: np.ndarray | None = None,
+        lang_dim: int = 0,
     ) -> None:
         super().__init__()
         self.store = DemoStore.open(store_path, "r")
@@ -45,7 +45,7 @@ class DemoDataModule(L.LightningDataModule):
         self.windows = (n_obs_steps, horizon, n_action_steps)
         self.batch_size, self.val_batch_size = batch_size, val_batch_size or batch_size
         self.num_workers, self.pin_memory, self.in_memory = num_workers, pin_memory, in_memory
-        self.lang_table = lang_table
+        self.lang_dim = int(lang_dim)  # width of the policy's instruction embeddings (0: task table)
         self.split_seed = split_seed
         self.train_ids, self.val_ids = split_episodes(
             self.store.n_episodes, val_ratio, split_seed, max_train_episodes
@@ -55,8 +55,7 @@ class DemoDataModule(L.LightningDataModule):
         self.val_set: DemoDataset | None = None
 
     def shape_meta(self) -> dict[str, Any]:
-        lang_dim = 0 if self.lang_table is None else int(self.lang_table.shape[1])
-        return shape_meta_of(self.store, self.obs_keys, lang_dim)
+        return shape_meta_of(self.store, self.obs_keys, self.lang_dim)
 
     def fit_normalizer(self, modes: dict[str, str]) -> Normalizer:
         """Statistics from the training episodes only (validation stays unseen)."""
@@ -71,7 +70,7 @@ class DemoDataModule(L.LightningDataModule):
 
     def _dataset(self, ids: np.ndarray) -> DemoDataset:
         return DemoDataset(self.store, self.obs_keys, *self.windows, episode_ids=ids,
-                           in_memory=self.in_memory, arrays=self._arrays, lang_table=self.lang_table)
+                           in_memory=self.in_memory, arrays=self._arrays)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:

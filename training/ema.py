@@ -21,7 +21,9 @@ class EMA(nn.Module):
         super().__init__()
         if not 0.0 <= min_decay <= max_decay < 1.0:
             raise ValueError(f"need 0 <= min_decay <= max_decay < 1, got {min_decay}, {max_decay}")
-        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        # The copy follows the module's train/eval mode like any submodule; whoever samples from it
+        # puts it in eval mode (PolicyModule.evaluation_weights), so no module sits in eval mode at fit start.
+        self.model = copy.deepcopy(model).requires_grad_(False)
         self.power, self.min_decay, self.max_decay = power, min_decay, max_decay
         self.register_buffer("n_updates", torch.zeros((), dtype=torch.long))
 
@@ -38,10 +40,5 @@ class EMA(nn.Module):
         # One fused lerp over all parameters: ema <- ema + (1 - d) * (p - ema).
         torch._foreach_lerp_(ema_params, params, 1.0 - d)
         for b_ema, b in zip(self.model.buffers(), model.buffers()):
-            b_ema.copy_(b)  # buffers (normalizer stats, caches' keys) follow the live model
+            b_ema.copy_(b)  # buffers (normalizer stats, language table) follow the live model
         self.n_updates += 1
-
-    def train(self, mode: bool = True) -> EMA:
-        super().train(mode)
-        self.model.eval()  # the averaged model only ever samples
-        return self

@@ -1,13 +1,15 @@
 """The Lightning module that trains any Policy: AdamW, warmup + cosine, EMA, logging, checkpoints.
 
-The EMA copy is what validation, rollouts and the `policy` entry of every checkpoint use;
+`eval_weights()` (the EMA copy) is what validation, rollouts and the `policy` entry of every checkpoint use;
 the live weights and the optimizer state are in the checkpoint too, so training resumes exactly.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
+from collections.abc import Iterator
 from typing import Any
 
 import lightning as L
@@ -15,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from policies.base import Policy
+from policies.base import CHECKPOINT_FORMAT_VERSION, Policy
 from training.ema import EMA
 
 _NO_DECAY_MODULES = (nn.Embedding, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm, nn.BatchNorm1d, nn.BatchNorm2d)
@@ -23,6 +25,12 @@ _NO_DECAY_MODULES = (nn.Embedding, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm, nn.Ba
 
 class NonFiniteLoss(RuntimeError):
     pass
+
+
+def non_finite_inputs(batch: dict[str, Any]) -> list[str]:
+    """Names of the floating-point batch entries that hold NaN or inf."""
+    named = {"action": batch["action"], **{f"obs/{k}": v for k, v in batch["obs"].items()}}
+    return [k for k, v in named.items() if v.is_floating_point() and not torch.isfinite(v).all()]
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -58,14 +66,32 @@ class PolicyModule(L.LightningModule):
         self.val_sample_batches = val_sample_batches
         self.wandb_run_id: str | None = None
 
-    def ema_policy(self) -> Policy:
-        """The weights to evaluate: the EMA average when enabled, else the live policy."""
+    def eval_weights(self) -> Policy:
+        """The one answer to "which weights are evaluated": the EMA average when enabled, else the live
+        policy. Validation, rollouts, pictures and the `policy` entry of every checkpoint use it."""
         return self.ema.model if self.ema is not None else self.policy
+
+    @contextlib.contextmanager
+    def evaluation_weights(self) -> Iterator[Policy]:
+        """`eval_weights()` in eval mode (deterministic routing, no dropout), its mode restored after."""
+        policy = self.eval_weights()
+        was_training = policy.training
+        policy.eval()
+        try:
+            yield policy
+        finally:
+            policy.train(was_training)
 
     # --- training ------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         loss, metrics = self.policy.compute_loss(batch)
         if not torch.isfinite(loss):
+            bad = non_finite_inputs(batch)
+            if bad:  # the data, not the optimisation, is the first suspect
+                raise NonFiniteLoss(
+                    f"the training batch at step {self.global_step} holds non-finite values in {bad}; the "
+                    "dataset is broken: check it with `python -m data.inspect STORE --check` and regenerate "
+                    "or re-convert it")
             self._diverged(f"training loss became {loss.item()}")
         bs = batch["action"].shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
@@ -106,7 +132,7 @@ class PolicyModule(L.LightningModule):
 
     # --- validation on the EMA weights --------------------------------------------------
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        policy = self.ema_policy()
+        policy = self.eval_weights()  # Lightning has put the whole module in eval mode
         bs = batch["action"].shape[0]
         # Fork the RNG so validation never changes the training random stream (exact resume).
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
@@ -130,7 +156,8 @@ class PolicyModule(L.LightningModule):
 
     # --- checkpoints ----------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["policy"] = self.ema_policy().checkpoint_dict()
+        checkpoint["policy"] = self.eval_weights().checkpoint_dict()
+        checkpoint["format_version"] = CHECKPOINT_FORMAT_VERSION
         checkpoint["dataset"] = self.dataset_info
         checkpoint["wandb_run_id"] = self.wandb_run_id
         np_state = np.random.get_state()

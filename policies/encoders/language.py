@@ -3,7 +3,7 @@
 The package bundles the model files and loads them through sentence-transformers (which brings
 transformers, tokenizers, safetensors). Nothing is downloaded: the hub is forced offline.
 
-Embeddings are computed once per unique instruction and, given `cache_dir`, saved beside the dataset
+Embeddings are computed once per unique instruction and, given `cache_dir`, saved in a cache
 as `<cache_dir>/lang-minilm-<hash>.npy` where the hash covers the model version and the sorted
 unique instructions; a later call with the same instructions reads the file and never loads the model.
 """

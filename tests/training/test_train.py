@@ -8,7 +8,7 @@ import pytest
 import torch
 from hydra.errors import ConfigCompositionException
 
-from policies.base import Policy
+from policies.base import CheckpointError, Policy
 from tests.training.helpers import compose_cfg
 from train import train
 
@@ -56,7 +56,7 @@ def test_resume_refuses_another_policy(make_store, tmp_path):
         train(compose_cfg(store.path, "dit", extra=[f"resume={run}"]), tmp_path / "x")
     with pytest.raises(ValueError, match="differs"):
         train(compose_cfg(store.path, extra=[f"resume={run}", "policy.width=64"]), tmp_path / "x")
-    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+    with pytest.raises(CheckpointError, match="does not exist"):
         train(compose_cfg(store.path, extra=[f"resume={tmp_path / 'nowhere'}"]), tmp_path / "x")
 
 
@@ -72,14 +72,15 @@ def test_non_finite_loss_stops_with_clear_message_and_keeps_checkpoint(make_stor
     assert (run / "checkpoints" / "last.ckpt").read_bytes() == before
 
 
-def test_bad_config_names_fail_listing_choices(make_store):
+def test_bad_config_names_fail_listing_choices(make_store, tmp_path):
     store = make_store(2)
     with pytest.raises(ConfigCompositionException, match="dit"):
         compose_cfg(store.path, "transformerz")
     with pytest.raises(ConfigCompositionException, match="batchsize"):
         compose_cfg(store.path, extra=["data.batchsize=3"])
     with pytest.raises(ValueError, match="unknown"):
-        train(compose_cfg(store.path, extra=["+policy.widht=3"]), Path("/tmp/never"))
+        train(compose_cfg(store.path, extra=["+policy.widht=3"]), tmp_path / "never")
+    assert not (tmp_path / "never").exists()
 
 
 @pytest.mark.slow
@@ -106,7 +107,7 @@ def test_run_pictures_written(make_store, tmp_path):
                 tmp_path / "run")
     assert (run / "training_curve.png").stat().st_size > 1000
     assert (run / "expert_usage.png").stat().st_size > 1000
-    from policies.base import Policy
+    from policies.base import CheckpointError, Policy
     from training.plots import expert_weights_vs_sigma
 
     sigmas, w = expert_weights_vs_sigma(Policy.from_checkpoint(run / "checkpoints" / "last.ckpt"), n_sigmas=7)

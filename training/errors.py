@@ -1,0 +1,12 @@
+"""The errors a user can cause (and fix) that entry points print as one line instead of a traceback."""
+
+from __future__ import annotations
+
+from data.store import StoreError
+from policies.base import CheckpointError
+from training.config_check import ConfigError
+from training.demos import DatasetError
+from training.module import NonFiniteLoss
+
+USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, CheckpointError, DatasetError, StoreError,
+                                                NonFiniteLoss)

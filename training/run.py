@@ -1,0 +1,85 @@
+"""A training run from a resolved config: `train(cfg, run_dir)` (what `python train.py` does).
+
+Order matters for a user's data: the config and the checkpoint to resume are checked, and the
+dataset is validated, before anything is generated, built or written.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from omegaconf import OmegaConf
+
+from training import checkpoint, demos, loggers, wiring
+from training.config_check import check_train_config
+
+log = logging.getLogger("train")
+
+# Warnings a user can do nothing about: Lightning calling a torch API torch has deprecated, and
+# Lightning noting that a resumed run's checkpoint directory is not empty (that is the point of resuming).
+KNOWN_WARNINGS = (r".*isinstance\(treespec, LeafSpec\).*", r"Checkpoint directory .* exists and is not empty")
+
+
+def quiet_known_warnings() -> None:
+    for pattern in KNOWN_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+
+
+class Interrupted(SystemExit):
+    """Training stopped by Ctrl-C or SIGTERM after saving last.ckpt; the exit code says so."""
+
+
+def rollout_callbacks(cfg: dict[str, Any], info: dict[str, Any]) -> list:
+    r = cfg["rollout_eval"]
+    if not r["every_n_steps"]:
+        return []
+    from training.rollout_callback import RolloutEvalCallback
+
+    return [RolloutEvalCallback(every_n_steps=r["every_n_steps"], n_episodes=r["n_episodes"],
+                                workers=r["workers"], video_n=r["video_n"], tasks=info["tasks"],
+                                demo_seeds=info["demo_seeds"])]
+
+
+def train(cfg: dict[str, Any], run_dir: Path) -> Path:
+    """Train as `cfg` says; returns the run directory (checkpoints/, config.yaml, logs)."""
+    check_train_config(cfg)
+    quiet_known_warnings()
+    L.seed_everything(cfg["seed"], workers=True, verbose=False)
+    ckpt_path, run_id, resume_step = None, None, None
+    if cfg["resume"]:
+        ckpt_path = checkpoint.resolve_checkpoint(cfg["resume"])
+        ckpt = checkpoint.read_checkpoint(ckpt_path)
+        checkpoint.check_resumable(ckpt, ckpt_path, cfg)
+        run_id, resume_step = ckpt.get("wandb_run_id"), int(ckpt["global_step"])
+        run_dir = checkpoint.run_dir_of(ckpt_path)
+        log.info("resuming %s from %s (step %d)", run_dir, ckpt_path, ckpt["global_step"])
+        del ckpt
+    demos.ensure_dataset(cfg["task"])
+    lang = demos.language_table(cfg["task"], cfg["data"]["cache_dir"])
+    dm = wiring.build_datamodule(cfg, lang_dim=0 if lang is None else int(lang.shape[1]))
+    demos.check_against_env_specs(dm.store, dm.obs_keys)
+    module = wiring.build_module(cfg, dm, lang)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    logger = loggers.build_logger(cfg, run_dir, run_id, resume_step)
+    module.wandb_run_id = loggers.wandb_run_id(logger)
+    trainer = wiring.build_trainer(cfg, run_dir, logger, rollout_callbacks(cfg, module.dataset_info))
+    if trainer.is_global_zero:
+        OmegaConf.save(OmegaConf.create(cfg), run_dir / "config.yaml")
+        n_params = sum(p.numel() for p in module.policy.parameters())
+        log.info("policy %s: %.2fM parameters; %d training / %d validation episodes; run dir %s",
+                 cfg["policy"]["name"], n_params / 1e6, len(dm.train_ids), len(dm.val_ids), run_dir)
+    try:
+        trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    except SIGTERMException:
+        raise Interrupted(143) from None  # 128 + SIGTERM, like a process killed by it
+    if trainer.is_global_zero:
+        log.info("checkpoints in %s", run_dir / "checkpoints")
+        hint = loggers.wandb_sync_hint(run_dir)
+        if hint:
+            log.info("W&B run saved offline; upload it with: %s", hint)
+    return run_dir
