@@ -14,7 +14,10 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from training.errors import USER_ERRORS
+from training.hydra_configs import register_policy_defaults
 from training.run import train
+
+register_policy_defaults()  # conf/policy/*.yaml start from the dataclasses' defaults
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")

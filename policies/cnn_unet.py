@@ -25,10 +25,10 @@ from torch import nn
 
 from data.normalize import Normalizer
 from policies.base import register_policy
-from policies.diffusion import DiffusionConfig, DiffusionPolicy
+from policies.diffusion import DiffusionConfig, DiffusionPolicy, NoiseEmbedding
 from policies.encoders.goal import GoalEncoder
 from policies.encoders.obs import ObsEncoder
-from policies.mode import NoiseEmbedding
+from policies.encoders.resnet import ResNetConfig
 
 
 @dataclass
@@ -44,7 +44,7 @@ class CNNConfig(DiffusionConfig):
     state_hidden: int = 128  # hidden size of the per-group state MLPs
     state_grouping: str = "joint"  # joint: all state keys in one MLP per frame | per_key
     image_film: bool = True  # FiLM the image encoders with the goal embedding
-    image_encoder: dict = field(default_factory=dict)  # kwargs of policies.encoders.resnet.ResNetImageEncoder
+    image_encoder: dict = field(default_factory=lambda: ResNetConfig().to_dict())  # encoders/resnet.ResNetConfig
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -9,7 +9,9 @@ Sampling walks an exponential σ schedule σ_max -> σ_min, then 0, with one den
 
 The inner network is any module `net(x_in [B, T, Da], c_noise [B], cond, step: int | None) -> F`.
 The sampler passes the integer step index so a network can look up per-step precomputed work (MoDE's
-expert cache); a network with a `sampling(sigmas)` context manager gets it entered around the loop.
+expert cache); a network with a `sampling(sigmas)` context manager gets it entered around the loop,
+and one with an `integrate(edm, x, cond, sigmas, sampler)` method runs the loop itself (MoDE's compiled
+and CUDA-graph sampling), normally by calling back `EDM.integrate`.
 """
 
 from __future__ import annotations
@@ -79,6 +81,16 @@ class DiffusionConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """Every field's default as plain data, before __post_init__ resolves automatic values (such as the
+        DiT's mlp_hidden=0): the one source of the defaults Hydra's conf/policy/*.yaml start from."""
+        out = {}
+        for f in dataclasses.fields(cls):
+            value = f.default_factory() if f.default is dataclasses.MISSING else f.default
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
 
 
 class EDM:
@@ -161,27 +173,49 @@ class EDM:
         x = torch.randn(shape, device=device, dtype=dtype, generator=generator) * sigmas[0]
         context = net.sampling(sigmas) if hasattr(net, "sampling") else nullcontext()
         with context:
-            old_denoised = None
-            for i in range(len(sigmas) - 1):
-                s, s_next = sigmas[i], sigmas[i + 1]
-                denoised = self.denoise(net, x, s, cond, step=i)
-                if sampler == "euler":  # x + (dx/dσ) Δσ with dx/dσ = (x - D) / σ
-                    x = x + (x - denoised) * ((s_next - s) / s)
-                elif sampler == "ddim" or old_denoised is None or s_next == 0.0:
-                    # first-order DDIM / DPM-Solver++(1): x' = (σ'/σ) x + (1 - σ'/σ) D. On EDM's ODE this
-                    # equals the Euler step in exact arithmetic; it is written in the exponential-
-                    # integrator form that DPM++ 2M extends.
-                    x = x * (s_next / s) + denoised * (1.0 - s_next / s)
-                else:  # DPM++ 2M: second-order multistep correction with the previous denoised estimate
-                    h = math.log(s / s_next)
-                    r = math.log(sigmas[i - 1] / s) / h
-                    d = denoised * (1.0 + 1.0 / (2.0 * r)) - old_denoised * (1.0 / (2.0 * r))
-                    x = x * (s_next / s) + d * (-math.expm1(-h))
-                old_denoised = denoised
+            if hasattr(net, "integrate"):  # a network may run the loop itself (compiled, CUDA graph)
+                return net.integrate(self, x, cond, sigmas, sampler)
+            return self.integrate(net, x, cond, sigmas, sampler)
+
+    def integrate(self, net: Callable, x: torch.Tensor, cond: Any, sigmas: list[float],
+                  sampler: str) -> torch.Tensor:
+        """The sampling loop from x at sigmas[0] down the schedule: one denoiser call per step."""
+        old_denoised = None
+        for i in range(len(sigmas) - 1):
+            s, s_next = sigmas[i], sigmas[i + 1]
+            denoised = self.denoise(net, x, s, cond, step=i)
+            if sampler == "euler":  # x + (dx/dσ) Δσ with dx/dσ = (x - D) / σ
+                x = x + (x - denoised) * ((s_next - s) / s)
+            elif sampler == "ddim" or old_denoised is None or s_next == 0.0:
+                # first-order DDIM / DPM-Solver++(1): x' = (σ'/σ) x + (1 - σ'/σ) D. On EDM's ODE this
+                # equals the Euler step in exact arithmetic; it is written in the exponential-
+                # integrator form that DPM++ 2M extends.
+                x = x * (s_next / s) + denoised * (1.0 - s_next / s)
+            else:  # DPM++ 2M: second-order multistep correction with the previous denoised estimate
+                h = math.log(s / s_next)
+                r = math.log(sigmas[i - 1] / s) / h
+                d = denoised * (1.0 + 1.0 / (2.0 * r)) - old_denoised * (1.0 / (2.0 * r))
+                x = x * (s_next / s) + d * (-math.expm1(-h))
+            old_denoised = denoised
         return x
 
 
 # --- policy plumbing shared by the diffusion policies ----------------------------------------
+# --- shared building blocks ----------------------------------------------------------------
+class NoiseEmbedding(nn.Module):
+    """c_noise [B] -> c [B, d]: sinusoidal features (frequencies 1..100 resolve ~4% steps in σ) -> MLP."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.register_buffer("freqs", torch.logspace(0, 2, width // 2), persistent=False)
+        n_feat = 2 * (width // 2)
+        self.mlp = nn.Sequential(nn.Linear(n_feat, 2 * width), nn.SiLU(), nn.Linear(2 * width, width))
+
+    def forward(self, c_noise: torch.Tensor) -> torch.Tensor:
+        arg = c_noise[:, None] * self.freqs
+        return self.mlp(torch.cat([arg.sin(), arg.cos()], dim=-1))
+
+
 def action_dim_of(shape_meta: dict[str, Any], normalizer: Normalizer) -> int:
     """Da from shape_meta, checked against the normalizer's action statistics."""
     da = int(shape_meta["action"]["shape"][0])

@@ -11,6 +11,10 @@ import torch
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from training.hydra_configs import register_policy_defaults  # noqa: E402
+
+register_policy_defaults()  # what train.py does before Hydra composes: tests compose the same configs
+
 
 @pytest.fixture(autouse=True)
 def one_thread():

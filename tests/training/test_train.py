@@ -115,15 +115,45 @@ def test_run_pictures_written(make_store, tmp_path):
     assert np.allclose(w.sum(-1), 1.0, atol=1e-5) and ((w > 0).sum(-1) == 2).all()  # top-2, renormalized
 
 
+def hydra_policy(preset: str) -> dict:
+    """cfg["policy"] exactly as `python train.py policy=<preset>` composes it."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return OmegaConf.to_container(compose("config", overrides=[f"policy={preset}"]), resolve=True)["policy"]
+
+
 @pytest.mark.parametrize("preset", sorted(p.stem for p in (ROOT / "conf" / "policy").glob("*.yaml")))
 def test_every_policy_preset_is_a_valid_config(preset):
-    """Each conf/policy/*.yaml names a registered policy and holds exactly that policy's fields."""
-    import yaml
-
-    import policies  # noqa: F401  (registers the policies)
+    """Each conf/policy/*.yaml composes (through Hydra) into a config its policy accepts, equal to the
+    Hydra-free reading of the preset that benchmarks use."""
     from policies.base import POLICY_REGISTRY
+    from training.hydra_configs import load_policy_preset
 
-    cfg = yaml.safe_load((ROOT / "conf" / "policy" / f"{preset}.yaml").read_text())
-    cls = POLICY_REGISTRY[cfg["name"]]
-    parsed = cls.config_cls.from_dict(cfg, policy=cfg["name"])
+    cfg = hydra_policy(preset)
+    assert cfg == load_policy_preset(preset)
+    parsed = POLICY_REGISTRY[cfg["name"]].config_cls.from_dict(cfg, policy=cfg["name"])
     assert parsed.n_obs_steps >= 1
+
+
+@pytest.mark.parametrize("name", ["mode", "dit", "cnn"])
+def test_defaults_are_written_once(name):
+    """`Policy.build(name, {})` (a notebook) and `python train.py policy=name` build the same model."""
+    from data.normalize import Normalizer
+    from training.checkpoint import policy_config
+
+    shape_meta = {"obs": {"robot0_eef_pos": {"shape": [3], "type": "low_dim"},
+                          "agentview_image": {"shape": [84, 84, 3], "type": "rgb"}},
+                  "action": {"shape": [7]}, "n_tasks": 2, "lang_dim": 0}
+    modes = {"robot0_eef_pos": "limits", "agentview_image": "image", "action": "limits"}
+    arrays = {"robot0_eef_pos": np.zeros((2, 3), np.float32), "agentview_image": np.zeros((1, 1), np.uint8),
+              "action": np.linspace(-1, 1, 14, dtype=np.float32).reshape(2, 7)}
+    normalizer = Normalizer.fit(arrays, modes)
+    from_notebook = Policy.build(name, {}, shape_meta, normalizer)
+    hydra_cfg = {"policy": hydra_policy(name)}
+    from_hydra = Policy.build(name, policy_config(hydra_cfg), shape_meta, normalizer)
+    assert from_hydra.config_cls.from_dict(from_hydra.config).to_dict() == \
+        from_notebook.config_cls.from_dict(from_notebook.config).to_dict()
+    shapes = lambda p: {k: tuple(v.shape) for k, v in p.state_dict().items()}  # noqa: E731
+    assert shapes(from_hydra) == shapes(from_notebook)

@@ -1,0 +1,47 @@
+"""Hydra's view of the policy defaults: each policy's config dataclass is the one source.
+
+`conf/policy/<preset>.yaml` starts from `_<policy>_defaults` (registered here from the dataclass, so
+`Policy.build(name, {})` in a notebook and `python train.py policy=name` build the same model) and
+lists only what the preset changes. Entry points call `register_policy_defaults()` before composing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
+
+
+def register_policy_defaults() -> None:
+    import policies  # noqa: F401  (registers every policy)
+    from policies.base import POLICY_REGISTRY
+
+    store = ConfigStore.instance()
+    for name, cls in POLICY_REGISTRY.items():
+        store.store(group="policy", name=f"_{name}_defaults", node={"name": name, **cls.config_cls.defaults()})
+
+
+CONF_POLICY = Path(__file__).resolve().parents[1] / "conf" / "policy"
+
+
+def load_policy_preset(preset: str) -> dict[str, Any]:
+    """conf/policy/<preset>.yaml resolved as Hydra would (its `_<policy>_defaults` + the file's own keys), for
+    scripts and benchmarks that build a policy without composing a whole run config."""
+    import yaml
+
+    import policies  # noqa: F401
+    from policies.base import POLICY_REGISTRY
+
+    path = CONF_POLICY / f"{preset}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in CONF_POLICY.glob("*.yaml"))
+        raise ValueError(f"unknown policy preset {preset!r}; known: {', '.join(known)}")
+    raw = yaml.safe_load(path.read_text()) or {}
+    bases = [d for d in raw.pop("defaults", []) if isinstance(d, str) and d.endswith("_defaults")]
+    if len(bases) != 1:
+        raise ValueError(f"{path} must start from exactly one _<policy>_defaults entry, found {bases}")
+    name = bases[0][1:].removesuffix("_defaults")
+    base = {"name": name, **POLICY_REGISTRY[name].config_cls.defaults()}
+    return OmegaConf.to_container(OmegaConf.merge(base, raw), resolve=True)
