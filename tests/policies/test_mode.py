@@ -1,5 +1,3 @@
-import time
-
 import numpy as np
 import pytest
 import torch
@@ -215,9 +213,8 @@ def test_one_expert_top1_equals_the_dense_mlp_with_the_same_weights():
 
 
 # --- training, checkpoints, attention --------------------------------------------------------------
-def test_tiny_mode_overfits_one_batch_quickly():
+def test_tiny_mode_overfits_one_batch():
     """One fixed batch (observations, actions, σ, noise and routing draws all repeated): loss falls >= 10x."""
-    start = time.perf_counter()
     policy = make(width=64, n_heads=4, expert_hidden=64)
     torch.nn.init.zeros_(policy.net.head.weight)  # the real initialization
     batch = batch_for(policy, b=8)
@@ -235,7 +232,6 @@ def test_tiny_mode_overfits_one_batch_quickly():
         opt.step()
     final = fixed_draw_loss().item()
     assert final < initial / 10, (initial, final)  # measured: ~1.2 -> ~0.01 (the lb loss floor)
-    assert time.perf_counter() - start < 60
 
 
 def test_checkpoint_round_trip(tmp_path):
