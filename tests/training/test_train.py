@@ -105,8 +105,15 @@ def test_run_pictures_written(make_store, tmp_path):
     store = make_store(3)
     run = train(compose_cfg(store.path, extra=["trainer.max_steps=10", "trainer.log_every_n_steps=2"]),
                 tmp_path / "run")
-    assert (run / "training_curve.png").stat().st_size > 1000
-    assert (run / "expert_usage.png").stat().st_size > 1000
+    import imageio.v2 as imageio
+
+    for name in ("training_curve.png", "expert_usage.png"):
+        img = imageio.imread(run / name)
+        assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 300, (name, img.shape)
+        colours = len(np.unique(img[..., :3].reshape(-1, 3), axis=0))
+        assert colours > 50, (name, colours)  # drawn content (a curve, a heatmap), not a blank canvas
+    heat = imageio.imread(run / "expert_usage.png")[..., :3].astype(float)
+    assert (heat[..., 0] - heat[..., 2]).std() > 5  # the colour map varies over the heatmap
     from policies.base import CheckpointError, Policy
     from training.plots import expert_weights_vs_sigma
 
@@ -157,3 +164,28 @@ def test_defaults_are_written_once(name):
         from_notebook.config_cls.from_dict(from_notebook.config).to_dict()
     shapes = lambda p: {k: tuple(v.shape) for k, v in p.state_dict().items()}  # noqa: E731
     assert shapes(from_hydra) == shapes(from_notebook)
+
+
+def test_ddp_ranks_take_disjoint_shards_that_cover_the_global_batch(make_store):
+    """What each DDP rank's loader draws (rank and world size come from the trainer, as in
+    test_ddp_two_cpu_processes): per step the ranks' windows are disjoint and together are exactly the
+    windows a single process draws with batch_size * world_size."""
+    from types import SimpleNamespace
+
+    from training.datamodule import DemoDataModule
+
+    store = make_store(8)
+
+    def drawn(rank: int, world: int, batch_size: int, steps: int = 3) -> list[list[int]]:
+        dm = DemoDataModule(store.path, ["robot0_eef_pos", "object"], 2, 8, 4, batch_size=batch_size,
+                            val_ratio=0.0)
+        dm.trainer = SimpleNamespace(global_step=0, global_rank=rank, world_size=world)
+        loader = dm.train_dataloader()
+        assert len(dm.train_set) > 2 * 6 * steps  # no epoch boundary inside the steps drawn
+        batches = iter(loader.batch_sampler)
+        return [next(batches) for _ in range(steps)]
+
+    r0, r1, single = drawn(0, 2, 6), drawn(1, 2, 6), drawn(0, 1, 12)
+    for a, b, both in zip(r0, r1, single):
+        assert len(a) == len(b) == 6 and not set(a) & set(b)
+        assert sorted(a + b) == sorted(both)
