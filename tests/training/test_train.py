@@ -189,3 +189,32 @@ def test_ddp_ranks_take_disjoint_shards_that_cover_the_global_batch(make_store):
     for a, b, both in zip(r0, r1, single):
         assert len(a) == len(b) == 6 and not set(a) & set(b)
         assert sorted(a + b) == sorted(both)
+
+
+def test_sigterm_saves_last_checkpoint_and_exits_non_zero(make_store, tmp_path):
+    """`make train` must not go on to evaluate a run that was stopped half-way."""
+    import signal
+    import time
+
+    store = make_store(4)
+    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, str(ROOT / "train.py"), "trainer=smoke", "trainer.max_steps=100000",
+           "trainer.print_every_n_steps=1", "logger=none", f"task.dataset={store.path}",
+           "task.obs_keys=[robot0_eef_pos,object]", "task.n_demos=1", "data.batch_size=4", "data.val_ratio=0.25",
+           "policy.horizon=8", "policy.n_action_steps=4", "policy.width=32", "policy.n_layers=1",
+           "policy.n_heads=2", "policy.expert_hidden=32", "policy.router_hidden=16", "policy.state_hidden=32",
+           f"hydra.run.dir={tmp_path / 'run'}"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    deadline = time.monotonic() + 240
+    for line in proc.stdout:  # wait until training is under way
+        lines.append(line)
+        if "step 5/" in line or time.monotonic() > deadline:
+            break
+    proc.send_signal(signal.SIGTERM)
+    rest, _ = proc.communicate(timeout=120)
+    out = "".join(lines) + rest
+    assert proc.returncode == 143, out[-3000:]
+    assert "interrupted at step" in out
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] >= 5
