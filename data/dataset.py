@@ -7,7 +7,7 @@ Language goals are not in the batch: the policy holds the instruction embeddings
 saved in checkpoints) and looks them up by task index, in training and in rollouts alike.
 
 Batches are gathered whole (`__getitems__`): one vectorized index per key per batch, which is
-what makes in-memory reads fast and zarr-backed reads tolerable.
+what makes in-memory reads fast; zarr-backed reads go whole chunks at a time through data/chunk_cache.py.
 """
 
 from __future__ import annotations

@@ -47,6 +47,7 @@ TRAIN_RULES: list[tuple[str, tuple[Callable[[Any], bool], str]]] = [
     ("seed", INT_NONNEG),
     ("data.batch_size", INT_POS), ("data.val_batch_size", INT_POS), ("data.num_workers", INT_NONNEG),
     ("data.val_ratio", UNIT_OPEN), ("data.split_seed", INT_NONNEG), ("data.max_train_episodes", OPT_INT_POS),
+    ("data.cache_mb", NUM_NONNEG),
     ("task.n_demos", INT_POS), ("task.generate_workers", INT_NONNEG),
     ("policy.n_obs_steps", INT_POS), ("policy.horizon", INT_POS), ("policy.n_action_steps", INT_POS),
     ("policy.num_sampling_steps", INT_POS),

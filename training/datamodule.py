@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from data.dataset import DemoDataset, StepBatchSampler, _keep_batch, shape_meta_of
+from data.dataset import DEFAULT_CACHE_MB, DemoDataset, StepBatchSampler, _keep_batch, shape_meta_of
 from data.normalize import Normalizer
 from data.sampler import split_episodes
 from data.store import DemoStore
@@ -37,6 +37,7 @@ class DemoDataModule(L.LightningDataModule):
         split_seed: int = 0,
         max_train_episodes: int | None = None,
         in_memory: bool = True,
+        cache_mb: float = DEFAULT_CACHE_MB,
         lang_dim: int = 0,
     ) -> None:
         super().__init__()
@@ -45,6 +46,7 @@ class DemoDataModule(L.LightningDataModule):
         self.windows = (n_obs_steps, horizon, n_action_steps)
         self.batch_size, self.val_batch_size = batch_size, val_batch_size or batch_size
         self.num_workers, self.pin_memory, self.in_memory = num_workers, pin_memory, in_memory
+        self.cache_mb = cache_mb
         self.lang_dim = int(lang_dim)  # width of the policy's instruction embeddings (0: task table)
         self.split_seed = split_seed
         self.train_ids, self.val_ids = split_episodes(
@@ -70,7 +72,8 @@ class DemoDataModule(L.LightningDataModule):
 
     def _dataset(self, ids: np.ndarray) -> DemoDataset:
         return DemoDataset(self.store, self.obs_keys, *self.windows, episode_ids=ids,
-                           in_memory=self.in_memory, arrays=self._arrays)
+                           in_memory=self.in_memory, arrays=self._arrays,
+                           cache_mb=self.cache_mb)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:

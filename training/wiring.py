@@ -31,7 +31,8 @@ def build_datamodule(cfg: dict[str, Any], lang_dim: int = 0) -> DemoDataModule:
         cfg["task"]["dataset"], cfg["task"]["obs_keys"], p["n_obs_steps"], p["horizon"], p["n_action_steps"],
         batch_size=d["batch_size"], val_batch_size=d["val_batch_size"], num_workers=d["num_workers"],
         pin_memory=d["pin_memory"], val_ratio=d["val_ratio"], split_seed=d["split_seed"],
-        max_train_episodes=d["max_train_episodes"], in_memory=d["in_memory"], lang_dim=lang_dim,
+        max_train_episodes=d["max_train_episodes"], in_memory=d["in_memory"], cache_mb=d["cache_mb"],
+        lang_dim=lang_dim,
     )
 
 
