@@ -1,15 +1,25 @@
 """The demo store: demonstrations in one zarr v3 directory (diffusion_policy's ReplayBuffer layout, extended).
 
-    <path>/data/<key>            every episode concatenated along axis 0
-    <path>/meta/episode_ends     int64 cumulative ends: episode i is rows [ends[i-1], ends[i])
-    <path>/meta/episode_task     int64 task index per episode (into the `tasks` attribute)
-    <path>/meta/episode_seed     int64 env seed per episode (-1: unknown)
-    <path>/meta/episode_success  bool  did the demonstrator succeed
-    attributes: format, format_version, tasks [{name, instruction, env_spec}], action_space
+    <path>/data/<key>               every episode concatenated along axis 0
+    <path>/meta/episode_ends        int64 cumulative ends: episode i is rows [ends[i-1], ends[i])
+    <path>/meta/episode_task        int64 task index per episode (into the `tasks` attribute)
+    <path>/meta/episode_seed        int64 env seed per episode (-1: unknown)
+    <path>/meta/episode_success     bool  did the demonstrator succeed
+    <path>/meta/episode_checksum    uint32 [episodes, keys]: crc32 of each key's rows of each episode, in the
+                                    sorted key order of its `keys` attribute (format 2)
+    attributes: format, format_version, tasks [{name, instruction, env_spec}], action_space, origin
 
-Appending is atomic by ordering: data rows and per-episode metadata are written first and
-`episode_ends` last, so readers only ever see complete episodes. Rows past the last end
+`origin` records who made the store: {"kind": "generated", "task", "images", ...} by data/generate.py,
+{"kind": "converted", ...} by the converters, {"kind": "user"} for `DemoStore.create` called from one's
+own code. The framework writes only into stores it generated itself (`generated_by_framework`).
+
+Appending is atomic by ordering: data rows and per-episode metadata (checksums included) are written
+first and `episode_ends` last, so readers only ever see complete episodes. Rows past the last end
 (left by a crash mid-append) are invisible and trimmed when the store is reopened for append.
+Format 2 writes every chunk, even all-zero ones, so a missing chunk file is always damage.
+
+`DemoStore.open` runs the cheap checks of data/validate.py (ends, meta rows, task indices, env specs,
+camera shapes) and refuses an inconsistent store in one line; `check(deep=True)` also reads every chunk.
 """
 
 from __future__ import annotations
@@ -23,11 +33,16 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, BloscShuffle
 
+from data import deep_check, validate
+
 FORMAT = "mode-il-demo-store"
-FORMAT_VERSION = 1
-_META_KEYS = {"episode_task": np.int64, "episode_seed": np.int64, "episode_success": np.bool_}
+FORMAT_VERSION = 2
+FORMAT_VERSION_CHECKSUMS = 2  # from this version on: meta/episode_checksum, and every chunk written
+META_KEYS = {"episode_task": np.int64, "episode_seed": np.int64, "episode_success": np.bool_}
 IMAGE_FRAMES_PER_CHUNK = 4
 LOWDIM_ROWS_PER_CHUNK = 2048
+META_ROWS_PER_CHUNK = 4096
+_WRITE_ALL = {"write_empty_chunks": True}  # zarr skips all-zero chunks by default; then absence proves nothing
 
 
 class StoreError(ValueError):
@@ -44,6 +59,12 @@ def is_image_key(key: str, value: np.ndarray) -> bool:
     return value.dtype == np.uint8 and value.ndim == 4 and value.shape[-1] == 3
 
 
+def _raise_first(problems: list[str]) -> None:
+    if problems:
+        more = f" (and {len(problems) - 1} more problem(s); data.inspect --check lists them)" if problems[1:] else ""
+        raise StoreError(problems[0] + more)
+
+
 class DemoStore:
     """Read and append demonstrations. Build with `DemoStore.create` or `DemoStore.open`."""
 
@@ -51,7 +72,7 @@ class DemoStore:
         self._root = root
         self.path = path
         self.writable = writable
-        self._ends = np.asarray(root["meta/episode_ends"][:], dtype=np.int64)
+        self._ends = validate.committed_ends(root["meta/episode_ends"][:])
 
     # --- construction ------------------------------------------------------------------
     @classmethod
@@ -61,34 +82,32 @@ class DemoStore:
         tasks: Sequence[Mapping[str, Any]],
         action_space: Mapping[str, Any] | None = None,
         overwrite: bool = False,
+        origin: Mapping[str, Any] | None = None,
     ) -> DemoStore:
+        """A new empty store. `origin` says who made it (module doc); from one's own code leave it None."""
         path = os.fspath(path)
         if os.path.exists(path) and not overwrite:
             raise StoreError(f"{path!r} already exists; open it with DemoStore.open(path, 'a') or pass overwrite")
-        if not tasks:
-            raise StoreError("a store needs at least one task ({name, instruction, env_spec})")
-        for t in tasks:
-            missing = {"name", "instruction"} - set(t)
-            if missing:
-                raise StoreError(f"task entry {dict(t)} lacks {sorted(missing)}")
+        entries = validate.checked_tasks(tasks)
         root = zarr.open_group(path, mode="w" if overwrite else "w-", zarr_format=3)
         root.attrs.update(
             {
                 "format": FORMAT,
                 "format_version": FORMAT_VERSION,
-                "tasks": [dict(t) for t in tasks],
+                "tasks": entries,
                 "action_space": dict(action_space or {}),
+                "origin": dict(origin or {"kind": "user"}),
             }
         )
         root.create_group("data")
         meta = root.create_group("meta")
-        for key, dtype in {"episode_ends": np.int64, **_META_KEYS}.items():
-            meta.create_array(key, shape=(0,), chunks=(4096,), dtype=dtype)
+        for key, dtype in {"episode_ends": np.int64, **META_KEYS}.items():
+            meta.create_array(key, shape=(0,), chunks=(META_ROWS_PER_CHUNK,), dtype=dtype)
         return cls(root, path, writable=True)
 
     @classmethod
-    def open(cls, path: str | os.PathLike, mode: str = "r") -> DemoStore:
-        path = os.fspath(path)
+    def _open_root(cls, path: str, mode: str) -> zarr.Group:
+        """The store's zarr group after the checks that need no data (kind, format, version)."""
         if mode not in ("r", "a"):
             raise StoreError(f"mode must be 'r' (read) or 'a' (append), got {mode!r}")
         if not Path(path, "zarr.json").is_file():
@@ -108,17 +127,66 @@ class DemoStore:
                 f"{path!r} has store format version {version}, newer than this framework's "
                 f"{FORMAT_VERSION}; upgrade the framework to read it"
             )
-        if "meta/episode_ends" not in root:
-            raise StoreError(f"{path!r} lacks meta/episode_ends: the store is corrupt; regenerate it")
+        if mode == "a" and version < FORMAT_VERSION_CHECKSUMS:
+            # Appending would mix episodes with and without checksums, and old all-zero chunks are unwritten.
+            raise StoreError(
+                f"store {path!r} has format version {version} (written before per-episode checksums): it can be "
+                "read and trained on but not appended to; write a new store (python -m data.generate, or convert)"
+            )
+        return root
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, mode: str = "r") -> DemoStore:
+        """Open after the cheap consistency checks; an inconsistent store raises one StoreError line."""
+        path = os.fspath(path)
+        root = cls._open_root(path, mode)
+        _raise_first(validate.structure_problems(root, path))
         store = cls(root, path, writable=(mode == "a"))
         if mode == "a":
             store._trim_uncommitted()
         return store
 
+    @classmethod
+    def problems_at(cls, path: str | os.PathLike, deep: bool = True) -> list[str]:
+        """Every problem of the store at `path`, one line each, without raising (empty: sound)."""
+        path = os.fspath(path)
+        try:
+            root = cls._open_root(path, "r")
+        except StoreError as err:
+            return [str(err)]
+        problems = validate.structure_problems(root, path)
+        return problems or (cls(root, path, writable=False).check(deep) if deep else [])
+
+    def check(self, deep: bool = True) -> list[str]:
+        """Every problem found, one line each (empty: the store is sound). Deep reads every chunk."""
+        problems = validate.structure_problems(self._root, self.path)
+        if deep and not problems:  # read the ends afresh: the files are what is checked, not this handle
+            ends = validate.committed_ends(self._root["meta/episode_ends"][:])
+            problems = deep_check.deep_problems(self._root, self.path, ends)
+        return problems
+
+    def validate(self, deep: bool = False) -> None:
+        """Raise StoreError with the first problem `check` finds."""
+        _raise_first(self.check(deep))
+
     # --- what is inside ----------------------------------------------------------------
     @property
     def attrs(self) -> dict[str, Any]:
         return dict(self._root.attrs)
+
+    @property
+    def format_version(self) -> int:
+        return int(self._root.attrs.get("format_version", 0))
+
+    @property
+    def origin(self) -> dict[str, Any]:
+        """Who made the store ({} for stores written before origins were recorded)."""
+        return dict(self._root.attrs.get("origin", {}))
+
+    @property
+    def generated_by_framework(self) -> bool:
+        """True only for stores data/generate.py created: the only ones the framework may top up."""
+        return self.origin.get("kind") == "generated"
 
     @property
     def tasks(self) -> list[dict[str, Any]]:
@@ -178,40 +246,23 @@ class DemoStore:
         i %= self.n_episodes
         start = int(self._ends[i - 1]) if i else 0
         end = int(self._ends[i])
-        return {k: np.asarray(self.array(k)[start:end]) for k in (keys or self.keys)}
+        return {k: self._read(k, start, end) for k in (keys or self.keys)}
 
     def load(self, keys: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Every committed row of the given keys in memory (small zarr reads cost ms each)."""
-        return {k: np.asarray(self.array(k)[: self.n_steps]) for k in (keys or self.keys)}
+        return {k: self._read(k, 0, self.n_steps) for k in (keys or self.keys)}
+
+    def _read(self, key: str, lo: int, hi: int) -> np.ndarray:
+        arr = self.array(key)
+        try:
+            return np.asarray(arr[lo:hi])
+        except Exception as err:  # a corrupt chunk raises whatever its codec raises: say where, in one line
+            raise StoreError(
+                f"store {self.path!r}: data/{key} rows {lo}-{hi - 1} cannot be read ({validate.short_error(err)}); "
+                f"`python -m data.inspect {self.path} --check` names the damaged chunk and what to do"
+            ) from None
 
     # --- appending -----------------------------------------------------------------------
-    def _validate(self, episode: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if "action" not in episode:
-            raise StoreError("an episode needs an 'action' array")
-        arrays = {k: np.asarray(v) for k, v in episode.items()}
-        lengths = {k: len(v) for k, v in arrays.items()}
-        if len(set(lengths.values())) != 1:
-            raise StoreError(f"ragged episode: all arrays need the same length, got {lengths}")
-        if lengths["action"] == 0:
-            raise StoreError("an episode needs at least one step")
-        if not np.all(np.isfinite(arrays["action"])):
-            raise StoreError("episode actions contain NaN or inf; fix the demonstrator or drop the episode")
-        existing = self.keys
-        if existing and sorted(arrays) != existing:
-            raise StoreError(f"episode keys {sorted(arrays)} differ from the store's keys {existing}")
-        out = {}
-        for k, v in arrays.items():
-            if is_image_key(k, v):
-                out[k] = v
-                continue
-            if v.dtype == np.uint8:
-                raise StoreError(f"uint8 key {k!r} must be images shaped [L, H, W, 3], got {v.shape}")
-            out[k] = v.astype(np.float32) if v.dtype.kind == "f" else v
-            if existing and self._root["data"][k].shape[1:] != v.shape[1:]:
-                raise StoreError(f"key {k!r} has shape {v.shape[1:]} per step; the store has "
-                                 f"{self._root['data'][k].shape[1:]}")
-        return out
-
     def _create_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
         data = self._root["data"]
         for k, v in arrays.items():
@@ -221,6 +272,13 @@ class DemoStore:
                 k, shape=(0, *v.shape[1:]), chunks=(rows, *v.shape[1:]), dtype=v.dtype,
                 compressors=[_compressor(image)],
             )
+        table = self._root["meta"].create_array(
+            "episode_checksum", shape=(0, len(arrays)), chunks=(META_ROWS_PER_CHUNK, len(arrays)), dtype=np.uint32
+        )
+        table.attrs["keys"] = sorted(arrays)
+
+    def _writer(self, name: str) -> zarr.Array:
+        return self._root[name].with_config(_WRITE_ALL)
 
     def append_episode(
         self, episode: Mapping[str, np.ndarray], task: int = 0, seed: int | None = None, success: bool = True
@@ -230,23 +288,26 @@ class DemoStore:
             raise StoreError(f"store {self.path!r} was opened read-only; open it with mode='a' to append")
         if not 0 <= task < len(self.tasks):
             raise StoreError(f"task index {task} out of range: the store has {len(self.tasks)} task(s)")
-        arrays = self._validate(episode)
+        shapes = {k: self._root["data"][k].shape[1:] for k in self.keys}
+        arrays = validate.checked_episode(episode, shapes, self.tasks)
         if not self.keys:
             self._create_arrays(arrays)
         start, n = self.n_steps, self.n_episodes
         length = len(arrays["action"])
+        sums = [validate.checksum(arrays[k]) for k in sorted(arrays)]
         try:
             for k, v in arrays.items():
-                arr = self._root["data"][k]
+                arr = self._writer(f"data/{k}")
                 arr.resize((start + length, *arr.shape[1:]))
                 arr[start:] = v
-            meta = self._root["meta"]
             for key, value in (("episode_task", task), ("episode_seed", -1 if seed is None else seed),
-                               ("episode_success", success)):
-                meta[key].resize((n + 1,))
-                meta[key][n] = value
-            # The commit point: only now does the episode become visible.
-            ends = meta["episode_ends"]
+                               ("episode_success", success), ("episode_checksum", sums)):
+                arr = self._writer(f"meta/{key}")
+                arr.resize((n + 1, *arr.shape[1:]))
+                arr[n] = value
+            # The commit point: only now does the episode become visible (validate.committed_ends says why
+            # a crash between this resize and this write is harmless).
+            ends = self._writer("meta/episode_ends")
             ends.resize((n + 1,))
             ends[n] = start + length
         except BaseException:
@@ -258,12 +319,11 @@ class DemoStore:
     def _trim_uncommitted(self) -> None:
         """Drop rows and metadata past the last committed episode end."""
         meta = self._root["meta"]
-        ends = meta["episode_ends"]
-        self._ends = np.asarray(ends[:], dtype=np.int64)
+        self._ends = validate.committed_ends(meta["episode_ends"][:])
         n, steps = self.n_episodes, self.n_steps
-        for key in _META_KEYS:
-            if meta[key].shape[0] != n:
-                meta[key].resize((n,))
+        for key in ("episode_ends", *META_KEYS, "episode_checksum"):
+            if key in meta and meta[key].shape[0] != n:
+                meta[key].resize((n, *meta[key].shape[1:]))
         for k in self._root["data"].array_keys():
             arr = self._root["data"][k]
             if arr.shape[0] != steps:

@@ -3,12 +3,14 @@ import pytest
 
 from data.inspect import describe
 from data.store import DemoStore, StoreError
+from envs.spec import EnvSpec
 from tests.conftest import synthetic_episode
 
 
 def test_write_and_read_back_exactly(tmp_path):
     rng = np.random.default_rng(1)
-    tasks = [{"name": "a", "instruction": "do a", "env_spec": {"simulator": "robosuite"}},
+    spec = EnvSpec(simulator="robosuite", task="Lift").to_dict()  # stored complete, so it reads back equal
+    tasks = [{"name": "a", "instruction": "do a", "env_spec": spec},
              {"name": "b", "instruction": "do b", "env_spec": {}}]
     store = DemoStore.create(tmp_path / "s.zarr", tasks=tasks, action_space={"low": -1, "high": 1})
     episodes = [synthetic_episode(rng, n, image=True) for n in (3, 9, 6)]
