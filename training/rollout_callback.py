@@ -19,7 +19,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
-from rollouts.options import RolloutOptions
+from rollouts.options import RolloutOptions, VideoOptions
 from rollouts.report import scalar_metrics
 from rollouts.runner import Runner
 
@@ -37,6 +37,15 @@ class RolloutEvalCallback(Callback):
         self.every_n_steps, self.every_n_epochs = int(every_n_steps), int(every_n_epochs)
         self.last_metrics: dict[str, Any] | None = None
         self._runner: Runner | None = None
+
+    @classmethod
+    def from_config(cls, r: dict[str, Any], tasks: Sequence[dict[str, Any]], demo_seeds: Sequence[int] | None,
+                    **options: Any) -> RolloutEvalCallback:
+        """From conf/config.yaml's `rollout_eval` (every_n_steps, n_episodes, workers, video_n); `options`:
+        further RolloutOptions fields."""
+        opts = RolloutOptions(n_episodes=r["n_episodes"], workers=r["workers"], video=VideoOptions(n=r["video_n"]),
+                              **options)
+        return cls(tasks, opts, demo_seeds=demo_seeds, every_n_steps=r["every_n_steps"])
 
     # --- when ------------------------------------------------------------------------------
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,

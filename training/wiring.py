@@ -48,6 +48,14 @@ def build_module(cfg: dict[str, Any], dm: DemoDataModule, lang_table=None) -> Po
     shape_meta = dm.shape_meta()
     modes = default_normalizer_modes(shape_meta, cfg["normalizer"]["action"], cfg["normalizer"]["low_dim"])
     normalizer = dm.fit_normalizer(modes)
+    bad = [k for k, m in normalizer.maps.items()
+           if not (torch.isfinite(m.offset).all() and torch.isfinite(m.scale).all())]
+    if bad:  # NaN/inf in the data poison the statistics and then every loss: name the data, not the optimiser
+        from training.demos import DatasetError
+
+        raise DatasetError(f"{dm.store.path}: the training episodes of {bad} hold NaN or inf; find them with "
+                           f"`python -m data.inspect {dm.store.path} --check`, then regenerate, re-convert or "
+                           "drop those episodes")
     policy = Policy.build(cfg["policy"]["name"], policy_config(cfg), shape_meta, normalizer)
     if lang_table is not None:
         policy.set_lang_table(torch.as_tensor(lang_table))  # saved in every checkpoint

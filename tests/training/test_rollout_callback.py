@@ -7,7 +7,10 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 
+from envs.seeds import EVAL_SEED_START
+from rollouts.options import RolloutOptions, VideoOptions
 from tests.envs import fake_env
+from training.module import PolicyModule
 from training.rollout_callback import RolloutEvalCallback
 
 FACTORY = f"{fake_env.__name__}:make_env"
@@ -32,8 +35,10 @@ class TinyModule(L.LightningModule):
         self.policy = TinyPolicy()
         self.ema = TinyPolicy()  # stands in for the EMA copy; the callback must use this one
 
-    def ema_policy(self) -> nn.Module:
+    def eval_weights(self) -> nn.Module:
         return self.ema
+
+    evaluation_weights = PolicyModule.evaluation_weights  # the real choice of weights and of their mode
 
     def training_step(self, batch, batch_idx):
         return ((self.policy.w - batch[0]) ** 2).sum()
@@ -46,9 +51,11 @@ class TinyModule(L.LightningModule):
 
 
 def test_callback_logs_success_rate_for_checkpoint_ranking(tmp_path) -> None:
-    tasks = [{"name": "fake", "env_spec": {"horizon": 6, "succeed_at": 3, "succeed_seeds": [1_000_000]}}]
-    cb = RolloutEvalCallback(tasks, n_episodes=2, workers=1, video_n=1, demo_seeds=range(10),
-                             every_n_steps=2, env_factory=FACTORY)
+    tasks = [{"name": "fake", "env_spec": {"horizon": 6, "succeed_at": 3, "succeed_seeds": [EVAL_SEED_START]}}]
+    rollout_eval = {"every_n_steps": 2, "n_episodes": 2, "workers": 1, "video_n": 1}  # as in conf/config.yaml
+    cb = RolloutEvalCallback.from_config(rollout_eval, tasks, range(10), env_factory=FACTORY)
+    assert cb.options == RolloutOptions(n_episodes=2, workers=1, env_factory=FACTORY, video=VideoOptions(n=1),
+                                        progress=False)
     ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="eval/success_rate", mode="max",
                            every_n_train_steps=2, save_top_k=1)
     module = TinyModule()

@@ -114,7 +114,7 @@ def test_run_pictures_written(make_store, tmp_path):
         assert colours > 50, (name, colours)  # drawn content (a curve, a heatmap), not a blank canvas
     heat = imageio.imread(run / "expert_usage.png")[..., :3].astype(float)
     assert (heat[..., 0] - heat[..., 2]).std() > 5  # the colour map varies over the heatmap
-    from policies.base import CheckpointError, Policy
+    from policies.base import Policy
     from training.plots import expert_weights_vs_sigma
 
     sigmas, w = expert_weights_vs_sigma(Policy.from_checkpoint(run / "checkpoints" / "last.ckpt"), n_sigmas=7)
