@@ -31,8 +31,9 @@ sys.path.insert(0, os.path.dirname(__file__))
 import torch  # noqa: E402
 from common import Recorder  # noqa: E402
 
+from envs.processes import WORKER_THREAD_VARS  # noqa: E402
+from rollouts.options import RolloutOptions  # noqa: E402
 from rollouts.runner import Runner  # noqa: E402
-from rollouts.worker_handle import WORKER_THREAD_VARS  # noqa: E402
 
 ACTION_DIM = 7  # Lift with the OSC_POSE controller
 N_OBS_STEPS, N_ACTION_STEPS, HORIZON = 2, 8, 16
@@ -64,14 +65,17 @@ def compare(rec: Recorder, obs_kind: str, n_episodes: int, max_steps: int, repea
     """
     policy = RandomChunkPolicy()
     task = [lift_task(obs_kind == "image")]
-    with Runner(task, workers=1) as r1, Runner(task, workers=2) as r2:
+    def options(workers: int, n: int, steps: int) -> RolloutOptions:
+        return RolloutOptions(n_episodes=n, workers=workers, max_steps=steps, progress=False)
+
+    with Runner(task, options(1, n_episodes, max_steps)) as r1, Runner(task, options(2, n_episodes, max_steps)) as r2:
         for r in (r1, r2):  # spawn the workers and build their envs outside the timing
-            r.run(policy, r.n_workers, max_steps=N_ACTION_STEPS, progress=False)
+            r.run(policy, options(r.n_workers, r.n_workers, N_ACTION_STEPS))
         runs: dict[int, list[dict]] = {1: [], 2: []}
         for _ in range(repeats):
             for workers, r in ((1, r1), (2, r2)):
                 cpu0 = time.process_time()
-                m = r.run(policy, n_episodes, max_steps=max_steps, progress=False)
+                m = r.run(policy)
                 m["main_cpu_s"] = time.process_time() - cpu0
                 runs[workers].append(m)
     for workers, ms in runs.items():
@@ -154,8 +158,9 @@ def machine_scaling(rec: Recorder, obs_kind: str, n_steps: int, max_steps: int, 
 def cold_eval(rec: Recorder, n_episodes: int, max_steps: int) -> None:
     """One evaluation as a user runs it: fresh workers, envs built inside the timing."""
     t0 = time.perf_counter()
-    with Runner([lift_task(False)], workers=2) as runner:
-        m = runner.run(RandomChunkPolicy(), n_episodes, max_steps=max_steps, progress=False)
+    options = RolloutOptions(n_episodes=n_episodes, workers=2, max_steps=max_steps, progress=False)
+    with Runner([lift_task(False)], options) as runner:
+        m = runner.run(RandomChunkPolicy())
     wall = time.perf_counter() - t0
     ctx = dict(workers=2, obs="state", n_episodes=n_episodes, max_steps=max_steps, env_steps=m["env_steps"],
                load_avg_1m=os.getloadavg()[0])

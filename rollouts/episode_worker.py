@@ -3,10 +3,10 @@
 Runs in a spawned process and imports neither torch nor any simulator itself; the env factory
 (`"module:function"` or a picklable callable) imports what it needs, inside this process.
 
-Protocol (one request, one reply, over a duplex Pipe):
+Protocol (one request, one reply, over the duplex pipe of an envs.processes.EnvProcess):
   ("reset", episode: dict)  -> ("obs", reply) | ("error", reply)
   ("act", actions [n, Da])  -> ("obs", reply) | ("error", reply)
-  ("close",)                -> the process exits
+The runner closing its end of the pipe ends the process (quietly, once the request in hand is done).
 reply = {"obs": {key: [To, ...]} (absent once done), "steps", "return", "success", "done", "video"}.
 An error reply carries "message" and "build" (True when the env could not even be constructed, or
 lacks an observation the policy needs: errors every episode would repeat).
@@ -156,61 +156,75 @@ def _close_env(env: Any) -> None:
 
 
 def worker_main(conn, factory_ref: str | Callable[..., Any], factory_kwargs: dict[str, Any]) -> None:
-    """Serve requests until "close" (or the pipe closes). Envs are cached per task index."""
-    envs: dict[int, Any] = {}
-    ep: _Episode | None = None
-    factory: Callable[..., Any] | None = None
+    """Serve requests until the runner closes the pipe (EOF ends the process, see envs/processes.py)."""
+    server = _Server(factory_ref, factory_kwargs)
     try:
         while True:
-            try:
-                msg = conn.recv()
-            except EOFError:
-                return
-            if msg[0] == "close":
-                return
-            building = False
-            cpu0 = time.process_time()
-            try:
-                if msg[0] == "reset":
-                    ep = None
-                    task = int(msg[1]["task"])
-                    if task not in envs:
-                        building = True
-                        if factory is None:
-                            factory = resolve_factory(factory_ref)
-                        envs[task] = factory(msg[1]["env_spec"], **factory_kwargs)
-                        building = False
-                    ep = _start(envs[task], msg[1])
-                elif msg[0] == "act":
-                    if ep is None or ep.done:
-                        raise RuntimeError("'act' without a running episode")
-                    _act(ep, np.asarray(msg[1]))
-                else:
-                    raise ValueError(f"unknown request {msg[0]!r}")
-                ep.cpu_s += time.process_time() - cpu0
-                conn.send(("obs", ep.reply()))
-            except Exception as err:
-                fatal = building or isinstance(err, ObsMismatch)  # every episode would fail alike
-                reply = {"message": describe_error(err), "build": fatal, "steps": 0, "return": 0.0,
-                         "success": False, "video": None}
-                if ep is not None:
-                    reply["steps"], reply["return"] = ep.steps, ep.ret
-                    try:  # keep what was filmed: an errored episode is worth looking at
-                        ep.write_video("error")
-                        reply["video"] = ep.video_path
-                    except Exception as video_err:
-                        print(f"rollout worker: no error video: {video_err}", file=sys.stderr)
-                    # The env may be in any state after raising: rebuild it for the next episode.
-                    envs.pop(int(ep.cfg["task"]), None)
-                    _close_env(ep.env)
-                    ep = None
-                elif msg[0] == "reset" and not building:  # reset itself raised
-                    bad = envs.pop(int(msg[1]["task"]), None)
-                    if bad is not None:
-                        _close_env(bad)
-                conn.send(("error", reply))
-    except KeyboardInterrupt:
-        return
+            request = conn.recv()
+            conn.send(server.handle(request))  # outside handle(): a closed pipe is no episode error
     finally:
-        for env in envs.values():
+        server.close()
+
+
+class _Server:
+    """The worker's envs (built lazily, cached per task index) and the episode in flight."""
+
+    def __init__(self, factory_ref: str | Callable[..., Any], factory_kwargs: dict[str, Any]) -> None:
+        self.factory_ref, self.factory_kwargs = factory_ref, factory_kwargs
+        self.factory: Callable[..., Any] | None = None
+        self.envs: dict[int, Any] = {}
+        self.ep: _Episode | None = None
+
+    def handle(self, msg: tuple) -> tuple[str, dict[str, Any]]:
+        building = False
+        cpu0 = time.process_time()
+        try:
+            if msg[0] == "reset":
+                self.ep = None
+                building = int(msg[1]["task"]) not in self.envs
+                env = self._env(msg[1])
+                building = False
+                self.ep = _start(env, msg[1])
+            elif msg[0] == "act":
+                if self.ep is None or self.ep.done:
+                    raise RuntimeError("'act' without a running episode")
+                _act(self.ep, np.asarray(msg[1]))
+            else:
+                raise ValueError(f"unknown request {msg[0]!r}")
+            self.ep.cpu_s += time.process_time() - cpu0
+            return "obs", self.ep.reply()
+        except Exception as err:
+            return "error", self._failed(err, msg, building)
+
+    def _env(self, episode: dict[str, Any]) -> Any:
+        task = int(episode["task"])
+        if task not in self.envs:
+            if self.factory is None:
+                self.factory = resolve_factory(self.factory_ref)
+            self.envs[task] = self.factory(episode["env_spec"], **self.factory_kwargs)
+        return self.envs[task]
+
+    def _failed(self, err: Exception, msg: tuple, building: bool) -> dict[str, Any]:
+        fatal = building or isinstance(err, ObsMismatch)  # every later episode would fail alike
+        reply = {"message": describe_error(err), "build": fatal, "steps": 0, "return": 0.0, "success": False,
+                 "video": None}
+        ep, self.ep = self.ep, None
+        if ep is not None:
+            reply["steps"], reply["return"] = ep.steps, ep.ret
+            try:  # keep what was filmed: an errored episode is worth looking at
+                ep.write_video("error")
+                reply["video"] = ep.video_path
+            except Exception as video_err:
+                print(f"rollout worker: no error video: {video_err}", file=sys.stderr)
+            # The env may be in any state after raising: rebuild it for the next episode.
+            self.envs.pop(int(ep.cfg["task"]), None)
+            _close_env(ep.env)
+        elif msg[0] == "reset" and not building:  # reset itself raised
+            bad = self.envs.pop(int(msg[1]["task"]), None)
+            if bad is not None:
+                _close_env(bad)
+        return reply
+
+    def close(self) -> None:
+        for env in self.envs.values():
             _close_env(env)

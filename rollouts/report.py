@@ -1,6 +1,6 @@
-"""What an evaluation leaves behind: eval_info.json, a per-task table, a success bar chart, W&B entries.
-
-Works on the metrics dict of `rollouts.runner.run`; shared by eval_rollouts.py and the training callback.
+"""What an evaluation leaves behind: eval_info.json, a per-task table, a success bar chart, the numbers
+to log. Works on the metrics dict of `rollouts.runner.run`; shared by the evaluation
+(training/evaluate.py) and the training callback. The W&B objects are training/eval_logging.py's.
 """
 
 from __future__ import annotations
@@ -101,24 +101,3 @@ def scalar_metrics(metrics: dict[str, Any], prefix: str = "eval") -> dict[str, f
         for name, s in metrics["per_task"].items():
             out[f"{prefix}/success_rate/{name}"] = float(s["success_rate"])
     return out
-
-
-def wandb_media(metrics: dict[str, Any], chart: str | os.PathLike | None = None,
-                prefix: str = "eval") -> dict[str, Any]:
-    """W&B objects: the first video, all videos, the bar chart (needs wandb installed)."""
-    import wandb
-
-    media: dict[str, Any] = {}
-    videos = metrics.get("video_paths", [])
-    if videos:
-        media[f"{prefix}/video"] = wandb.Video(videos[0], format="mp4", caption=Path(videos[0]).stem)
-        if len(videos) > 1:
-            media[f"{prefix}/videos"] = [wandb.Video(v, format="mp4", caption=Path(v).stem) for v in videos]
-    if chart is not None:
-        media[f"{prefix}/success_per_task"] = wandb.Image(str(chart))
-    if len(metrics["per_task"]) > 1:
-        rows = [[n, s["success_rate"], *s["success_ci95"], s["n_episodes"]]
-                for n, s in metrics["per_task"].items()]
-        columns = ["task", "success_rate", "ci95_low", "ci95_high", "episodes"]
-        media[f"{prefix}/per_task"] = wandb.Table(columns=columns, data=rows)
-    return media

@@ -17,8 +17,12 @@ def test_generate_train_evaluate_lift(tmp_path):
     store = generate("lift", n_episodes=3, out=str(tmp_path / "lift.zarr"), workers=0, progress=False)
     assert store.n_episodes == 3
     cfg = compose_cfg(store.path, "mode", extra=[
-        "task.obs_keys=[robot0_eef_pos,robot0_eef_quat,robot0_gripper_qpos,object-state]"])
+        "task.obs_keys=[robot0_eef_pos,robot0_eef_quat,robot0_gripper_qpos,object-state]",
+        # rollouts during training, through the same runner (a short episode, filmed)
+        "rollout_eval.every_n_steps=10", "rollout_eval.n_episodes=1", "rollout_eval.workers=1",
+        "rollout_eval.video_n=1", "rollout_eval.max_steps=8"])
     run_dir = train(cfg, tmp_path / "run")
+    assert len(list((run_dir / "eval" / "step_00000010").glob("*.mp4"))) == 1
     out = tmp_path / "eval"
     metrics = evaluate(load_config([f"checkpoint={run_dir}", "n_episodes=2", "workers=1", "video.n=1",
                                     "logger=none", f"out={out}", "max_steps=16", "progress=false"]))

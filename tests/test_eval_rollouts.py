@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 
-import eval_rollouts
-from data.normalize import Normalizer
 from eval_rollouts import EvalError, evaluate, load_config
-from policies.base import POLICY_REGISTRY, Policy, register_policy
+from policies.base import POLICY_REGISTRY
+from tests import eval_fakes
 from tests.envs import fake_env
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,35 +29,16 @@ TASKS = [
 ]
 
 
-class FakeEvalPolicy(Policy):
-    """Constant chunks [B, Ta, 2] from one parameter (so the state_dict round trip is exercised)."""
-
-    def __init__(self, config, shape_meta, normalizer) -> None:
-        super().__init__(config, shape_meta, normalizer)
-        self.bias = nn.Parameter(torch.zeros(2))
-
-    def predict_action(self, obs, goal):
-        assert set(obs) == {"state"} and obs["state"].shape[1] == self.config["n_obs_steps"]
-        return self.bias.expand(goal["task"].shape[0], self.config["n_action_steps"], 2) + 0.5
-
-
 @pytest.fixture(autouse=True)
 def registered_fake_policy():
     """Registered only while these tests run, so no other test sees it in POLICY_REGISTRY."""
-    register_policy("fake_eval_test")(FakeEvalPolicy)
+    eval_fakes.register()
     yield
-    POLICY_REGISTRY.pop("fake_eval_test", None)
+    POLICY_REGISTRY.pop(eval_fakes.POLICY_NAME, None)
 
 
 def write_checkpoint(path: Path, tasks=TASKS, **extra) -> Path:
-    shape_meta = {"obs": {"state": {"shape": [4], "type": "low_dim"}}, "action": {"shape": [2]},
-                  "n_tasks": len(tasks), "lang_dim": 0}
-    policy = FakeEvalPolicy({"n_obs_steps": 2, "n_action_steps": 2}, shape_meta, Normalizer({}, {}))
-    ckpt = {"policy": policy.checkpoint_dict(), "global_step": 7, "wandb_run_id": None,
-            "dataset": {"path": "demo.zarr", "tasks": tasks, "demo_seeds": list(range(10))}, **extra}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(ckpt, path)
-    return path
+    return eval_fakes.write_checkpoint(path, tasks, **extra)
 
 
 def cfg(tmp_path: Path, *overrides: str):
@@ -107,13 +89,13 @@ def test_run_dir_and_out_and_wandb_offline(tmp_path, monkeypatch) -> None:
 def test_bad_inputs_each_give_one_clear_error(tmp_path, monkeypatch) -> None:
     with pytest.raises(EvalError, match="does not exist"):
         evaluate(cfg(tmp_path, f"checkpoint={tmp_path / 'nope.ckpt'}"))
-    with pytest.raises(EvalError, match="checkpoint=latest: no"):
+    with pytest.raises(EvalError, match="latest: no .*checkpoints/last.ckpt here"):
         evaluate(cfg(tmp_path, "checkpoint=latest"))
     with pytest.raises(EvalError, match="checkpoint=PATH"):
         evaluate(cfg(tmp_path))
     corrupt = tmp_path / "corrupt.ckpt"
     corrupt.write_bytes(b"\x80\x02not a checkpoint")
-    with pytest.raises(EvalError, match="not a readable checkpoint"):
+    with pytest.raises(EvalError, match="corrupt.ckpt' is not a checkpoint of this framework \\("):
         evaluate(cfg(tmp_path, f"checkpoint={corrupt}"))
     foreign = tmp_path / "foreign.ckpt"
     torch.save({"state_dict": {"w": torch.zeros(1)}}, foreign)
@@ -138,8 +120,8 @@ def test_bad_inputs_each_give_one_clear_error(tmp_path, monkeypatch) -> None:
         evaluate(cfg(tmp_path, f"checkpoint={bad_sim}", "env_factory=null"))
     lift = write_checkpoint(tmp_path / "lift.ckpt",
                             tasks=[{"name": "lift", "env_spec": {"simulator": "robosuite", "task": "Lift"}}])
-    real_find_spec = eval_rollouts.importlib.util.find_spec
-    monkeypatch.setattr(eval_rollouts.importlib.util, "find_spec",
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "robosuite" else real_find_spec(name, *a))
     with pytest.raises(EvalError, match="robosuite, which is not installed"):
         evaluate(cfg(tmp_path, f"checkpoint={lift}", "env_factory=null"))
@@ -163,3 +145,45 @@ def test_cli_reports_an_error_without_a_traceback(tmp_path) -> None:
     assert proc.returncode == 1
     assert "error: checkpoint" in proc.stderr and "does not exist" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def _running(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_interrupted_evaluation_closes_its_workers_quietly(tmp_path, how) -> None:
+    slow = [{"name": "slow", "env_spec": {"horizon": 100_000, "step_s": 0.005}}]  # episodes never end here
+    ckpt = write_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt", tasks=slow)
+    pid_dir = tmp_path / "pids"
+    pid_dir.mkdir()
+    args = [f"checkpoint={ckpt}", "n_episodes=4", "workers=2", "video.n=0", "logger=none", "progress=false",
+            f"env_factory={eval_fakes.__name__}:make_env", f"out={tmp_path / 'out'}"]
+    env = {**os.environ, "WANDB_MODE": "disabled", eval_fakes.PID_DIR_VAR: str(pid_dir)}
+    command = [sys.executable, "-c", "import tests.eval_fakes as f; f.main()", *args]
+    proc = subprocess.Popen(command, cwd=REPO, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(pid_dir.iterdir())) < 2:  # both workers have built their env
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.1)
+        time.sleep(0.5)  # the episodes are running: requests and replies cross the pipes
+        if how == "ctrl-c":
+            os.killpg(proc.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the whole process group
+        else:
+            proc.send_signal(signal.SIGTERM)  # `kill PID` reaches the evaluation only
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == (130 if how == "ctrl-c" else 143), err
+    assert "interrupted" in err
+    assert "Traceback" not in err and "ConnectionResetError" not in err and "BrokenPipeError" not in err, err
+    workers = [int(p.name) for p in pid_dir.iterdir()]
+    assert len(workers) == 2 and not [pid for pid in workers if _running(pid)]

@@ -63,6 +63,7 @@ TRAIN_RULES: list[tuple[str, tuple[Callable[[Any], bool], str]]] = [
     ("checkpoint.every_n_steps", INT_NONNEG), ("checkpoint.every_n_minutes", NUM_NONNEG),
     ("rollout_eval.every_n_steps", INT_NONNEG), ("rollout_eval.n_episodes", INT_POS),
     ("rollout_eval.workers", INT_POS), ("rollout_eval.video_n", INT_NONNEG),
+    ("rollout_eval.max_steps", OPT_INT_POS),
 ]
 
 

@@ -44,7 +44,7 @@ class RolloutEvalCallback(Callback):
         """From conf/config.yaml's `rollout_eval` (every_n_steps, n_episodes, workers, video_n); `options`:
         further RolloutOptions fields."""
         opts = RolloutOptions(n_episodes=r["n_episodes"], workers=r["workers"], video=VideoOptions(n=r["video_n"]),
-                              **options)
+                              max_steps=r.get("max_steps"), **options)
         return cls(tasks, opts, demo_seeds=demo_seeds, every_n_steps=r["every_n_steps"])
 
     # --- when ------------------------------------------------------------------------------

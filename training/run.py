@@ -40,9 +40,7 @@ def rollout_callbacks(cfg: dict[str, Any], info: dict[str, Any]) -> list:
         return []
     from training.rollout_callback import RolloutEvalCallback
 
-    return [RolloutEvalCallback(every_n_steps=r["every_n_steps"], n_episodes=r["n_episodes"],
-                                workers=r["workers"], video_n=r["video_n"], tasks=info["tasks"],
-                                demo_seeds=info["demo_seeds"])]
+    return [RolloutEvalCallback.from_config(r, info["tasks"], info["demo_seeds"])]
 
 
 def train(cfg: dict[str, Any], run_dir: Path) -> Path:

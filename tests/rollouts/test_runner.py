@@ -9,13 +9,19 @@ import numpy as np
 import pytest
 import torch
 
-from rollouts.runner import EVAL_SEED_OFFSET, EnvBuildError, Runner, episode_seeds, run
+from envs.seeds import EVAL_SEED_START
+from rollouts.options import RolloutOptions, VideoOptions
+from rollouts.runner import EnvBuildError, Runner, run
 from rollouts.stats import summarize, wilson_interval
 from rollouts.video import VideoDirError, check_writable_dir, video_filename, write_video
 from tests.envs import fake_env
 
 FACTORY = f"{fake_env.__name__}:make_env"
-S0 = EVAL_SEED_OFFSET
+S0 = EVAL_SEED_START
+
+
+def opts(n_episodes: int, **kwargs) -> RolloutOptions:
+    return RolloutOptions(n_episodes=n_episodes, env_factory=FACTORY, progress=False, **kwargs)
 
 
 class ChunkPolicy:
@@ -44,7 +50,7 @@ def _tasks(**spec):
 
 def test_receding_horizon_history_and_seeds() -> None:
     policy = ChunkPolicy(n_obs_steps=2, n_action_steps=3)
-    m = run(policy, _tasks(), n_episodes=2, workers=2, env_factory=FACTORY, progress=False)
+    m = run(policy, _tasks(), opts(2, workers=2))
     assert [r["steps"] for r in m["episodes"]] == [10, 10]
     assert [r["seed"] for r in m["episodes"]] == [S0, S0 + 1]
     assert all(r["return"] == 10.0 and not r["success"] and r["error"] is None for r in m["episodes"])
@@ -64,20 +70,21 @@ def test_receding_horizon_history_and_seeds() -> None:
 
 def test_success_stopping_and_rates() -> None:
     tasks = _tasks(succeed_at=4, succeed_seeds=[S0, S0 + 2])
-    with Runner(tasks, workers=2, env_factory=FACTORY) as runner:
-        m = runner.run(ChunkPolicy(), 4, progress=False)
+    with Runner(tasks, opts(4, workers=2)) as runner:
+        m = runner.run(ChunkPolicy())
         assert [r["success"] for r in m["episodes"]] == [True, False, True, False]
         assert [r["steps"] for r in m["episodes"]] == [4, 10, 4, 10]  # stops at the success step
         assert m["success_rate"] == 0.5 and m["success_ci95"] == pytest.approx(list(wilson_interval(2, 4)))
         assert m["per_task"]["fake"]["n_episodes"] == 4
-        kept = runner.run(ChunkPolicy(), 2, stop_on_success=False, max_steps=7, progress=False)
+        kept = runner.run(ChunkPolicy(), runner.options.replace(n_episodes=2, stop_on_success=False, max_steps=7))
         assert [r["steps"] for r in kept["episodes"]] == [7, 7] and kept["episodes"][0]["success"]
+        with pytest.raises(ValueError, match="need a new Runner"):
+            runner.run(ChunkPolicy(), runner.options.replace(workers=3))
 
 
 def test_env_error_and_worker_crash_mark_episodes_and_run_completes(tmp_path) -> None:
     tasks = _tasks(horizon=6, succeed_at=5, raise_on_seeds=[S0 + 1], crash_on_seeds=[S0 + 2])
-    m = run(ChunkPolicy(), tasks, 5, workers=2, env_factory=FACTORY, video_n=5, video_dir=tmp_path,
-            progress=False)
+    m = run(ChunkPolicy(), tasks, opts(5, workers=2, video=VideoOptions(n=5, dir=tmp_path)))
     eps = m["episodes"]
     assert [r["episode"] for r in eps] == [0, 1, 2, 3, 4]
     assert "RuntimeError: boom at seed" in eps[1]["error"] and not eps[1]["success"]
@@ -93,28 +100,27 @@ def test_env_error_and_worker_crash_mark_episodes_and_run_completes(tmp_path) ->
 
 
 def test_hung_worker_times_out() -> None:
-    with Runner(_tasks(horizon=4, hang_on_seeds=[S0]), workers=1, env_factory=FACTORY,
-                reply_timeout_s=4) as runner:
-        m = runner.run(ChunkPolicy(), 2, progress=False)
+    with Runner(_tasks(horizon=4, hang_on_seeds=[S0]), opts(2, workers=1, worker_timeout_s=4)) as runner:
+        m = runner.run(ChunkPolicy())
     assert "timed out" in m["episodes"][0]["error"]
     assert m["episodes"][1]["error"] is None and m["episodes"][1]["steps"] == 4  # a fresh worker took over
 
 
 def test_env_that_cannot_be_built_stops_the_run() -> None:
     with pytest.raises(EnvBuildError, match="task .fake. cannot be used.*fake simulator is not installed"):
-        run(ChunkPolicy(), _tasks(fail_build=True), 2, workers=1, env_factory=FACTORY, progress=False)
+        run(ChunkPolicy(), _tasks(fail_build=True), opts(2, workers=1))
 
 
 def test_workers_dying_at_startup_stop_the_run() -> None:
     with pytest.raises(EnvBuildError, match="3 fresh workers in a row died.*exited with code 4"):
-        run(ChunkPolicy(), _tasks(crash_on_build=True), 10, workers=1, env_factory=FACTORY, progress=False)
+        run(ChunkPolicy(), _tasks(crash_on_build=True), opts(10, workers=1))
 
 
 def test_multi_task_spread_evenly_and_goal_matches_env() -> None:
     tasks = [{"name": "a", "env_spec": {"horizon": 5, "task_id": 0, "succeed_at": 1}},
              {"name": "b", "env_spec": {"horizon": 5, "task_id": 1}}]
     policy = ChunkPolicy(n_obs_steps=1, n_action_steps=2)
-    m = run(policy, tasks, 5, workers=2, env_factory=FACTORY, progress=False)
+    m = run(policy, tasks, opts(5, workers=2))
     assert [r["task"] for r in m["episodes"]] == [0, 1, 0, 1, 0]
     assert m["per_task"]["a"]["n_episodes"] == 3 and m["per_task"]["b"]["n_episodes"] == 2
     assert m["per_task"]["a"]["success_rate"] == 1.0 and m["per_task"]["b"]["success_rate"] == 0.0
@@ -123,16 +129,48 @@ def test_multi_task_spread_evenly_and_goal_matches_env() -> None:
 
 
 def test_seeds_are_distinct_and_disjoint_from_demos() -> None:
-    assert episode_seeds(3) == [S0, S0 + 1, S0 + 2]
-    assert episode_seeds(2, seeds=[7, 9], demo_seeds=range(5)) == [7, 9]
+    assert RolloutOptions(n_episodes=3).episode_seeds() == [S0, S0 + 1, S0 + 2]
+    assert RolloutOptions(n_episodes=2, seed_offset=50).episode_seeds(demo_seeds=range(5)) == [50, 51]
+    assert RolloutOptions(n_episodes=2, seeds=[7, 9]).episode_seeds(demo_seeds=range(5)) == [7, 9]
     with pytest.raises(ValueError, match="demonstration seeds"):
-        episode_seeds(2, seeds=[3, 9], demo_seeds=range(5))
+        RolloutOptions(n_episodes=2, seeds=[3, 9]).episode_seeds(demo_seeds=range(5))
     with pytest.raises(ValueError, match="distinct"):
-        episode_seeds(2, seeds=[9, 9])
+        RolloutOptions(n_episodes=2, seeds=[9, 9])
     with pytest.raises(ValueError, match="one seed per episode"):
-        episode_seeds(3, seeds=[1, 2])
+        RolloutOptions(n_episodes=3, seeds=[1, 2])
     with pytest.raises(ValueError, match="n_episodes must be positive"):
-        run(ChunkPolicy(), _tasks(), 0, env_factory=FACTORY)
+        RolloutOptions(n_episodes=0)
+    with pytest.raises(ValueError, match="video.n must be >= 0"):
+        RolloutOptions(n_episodes=1, video={"n": -1})
+    # The runner checks the seeds against the demonstrations before it starts any worker.
+    with pytest.raises(ValueError, match=r"evaluation seeds \[1000000\] are demonstration seeds"):
+        run(ChunkPolicy(), _tasks(), opts(1), demo_seeds=[S0])
+
+
+class NoisyPolicy(ChunkPolicy):
+    """Chunks of torch.rand noise in the first action dimension; records the draws."""
+
+    def __init__(self) -> None:
+        super().__init__(n_obs_steps=1, n_action_steps=2)
+        self.draws: list[float] = []
+
+    def predict_action(self, obs, goal):
+        action = super().predict_action(obs, goal)
+        action[:, :, 1] = torch.rand(action.shape[0], action.shape[1])
+        self.draws += action[:, :, 1].flatten().tolist()
+        return action
+
+
+def test_sampling_noise_is_seeded_on_a_forked_rng() -> None:
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    with Runner(_tasks(horizon=4), opts(1, workers=1, sample_seed=7)) as runner:
+        a, b, c = NoisyPolicy(), NoisyPolicy(), NoisyPolicy()
+        runner.run(a)
+        runner.run(b)
+        assert torch.equal(torch.random.get_rng_state(), before)  # the caller's stream did not move
+        runner.run(c, runner.options.replace(sample_seed=8))
+    assert len(a.draws) == 10 and a.draws == b.draws and a.draws != c.draws
 
 
 def test_wilson_interval_known_values() -> None:
@@ -168,12 +206,12 @@ def test_video_writer_and_directory_check(tmp_path) -> None:
 def test_obs_keys_filter_and_missing_key_stops_the_run(tmp_path) -> None:
     policy = ChunkPolicy(n_obs_steps=1, n_action_steps=4)
     policy.shape_meta = {"obs": {"state": {"shape": [4], "type": "low_dim"}}}
-    with Runner(_tasks(horizon=4, image=True), workers=1, env_factory=FACTORY) as runner:
+    with Runner(_tasks(horizon=4, image=True), opts(1, workers=1)) as runner:
         # The env's cam_image is not sent to this policy, but it can still be filmed.
-        m = runner.run(policy, 1, video_n=1, video_dir=tmp_path, video_source="cam_image", progress=False)
+        m = runner.run(policy, runner.options.replace(video={"n": 1, "dir": tmp_path, "source": "cam_image"}))
         assert m["episodes"][0]["steps"] == 4 and m["n_errors"] == 0 and policy.keys == [["state"]]
         frames = imageio.mimread(m["video_paths"][0])
         assert frames[0].shape == (8, 8, 3) and len(frames) == 5
         assert np.allclose([f[4, 4, 0] for f in frames], [0, 40, 80, 120, 160], atol=4)  # lossy H.264
         with pytest.raises(EnvBuildError, match=r"no observation \['wrist_image'\]"):
-            runner.run(policy, 1, obs_keys=["state", "wrist_image"], progress=False)
+            runner.run(policy, runner.options.replace(obs_keys=["state", "wrist_image"]))

@@ -1,0 +1,177 @@
+"""One evaluation worked out before it runs (from the options, the policy and the tasks), and the
+numbers it ends with. The runner (rollouts/runner.py) executes the plan.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from envs.spec import EnvSpec
+from rollouts.options import RolloutOptions
+from rollouts.stats import summarize
+from rollouts.video import check_writable_dir
+
+
+class EnvBuildError(RuntimeError):
+    """A task's environment could not be constructed in a worker (bad spec, simulator missing)."""
+
+
+def as_tasks(tasks: Any) -> list[dict[str, Any]]:
+    """[{"name", "instruction", "env_spec"}] from that form, one EnvSpec / spec dict, or a list of them."""
+    if isinstance(tasks, EnvSpec | dict):
+        tasks = [tasks]
+    out = []
+    for i, t in enumerate(tasks):
+        if isinstance(t, EnvSpec):
+            t = {"name": t.task, "env_spec": t.to_dict()}
+        elif isinstance(t, dict) and "env_spec" not in t:
+            t = {"name": str(t.get("task", f"task{i}")), "env_spec": dict(t)}
+        if not isinstance(t, dict) or "env_spec" not in t:
+            raise TypeError(f"task {i} must be a dict with an 'env_spec' or an EnvSpec, got {t!r}")
+        out.append({"name": str(t.get("name", f"task{i}")), "instruction": t.get("instruction", ""),
+                    "env_spec": dict(t["env_spec"])})
+    if not out:
+        raise ValueError("no tasks to evaluate")
+    return out
+
+
+@dataclass
+class Running:
+    """The runner's record of the episode a worker runs."""
+
+    index: int
+    task: int
+    seed: int
+    t_start: float
+    steps: int = 0  # as of the last reply, for the record of an episode whose worker dies
+    ret: float = 0.0
+    obs: dict[str, np.ndarray] | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    n_episodes: int
+    seeds: list[int]
+    horizons: list[int]  # max steps per task
+    n_obs_steps: int
+    n_action_steps: int
+    obs_keys: list[str] | None
+    stop_on_success: bool
+    video: dict[str, Any] | None  # what a filmed episode's worker needs (dir, fps, source, render_kwargs)
+    video_n: int
+    device: torch.device
+    timeout_s: float
+
+    def start(self, i: int, now: float) -> Running:
+        return Running(i, i % len(self.horizons), self.seeds[i], now)  # one horizon per task
+
+    def reset_request(self, i: int, tasks: list[dict[str, Any]]) -> dict[str, Any]:
+        """The worker's "reset" request for episode i."""
+        task = i % len(tasks)
+        return {"episode": i, "task": task, "task_name": tasks[task]["name"], "env_spec": tasks[task]["env_spec"],
+                "seed": self.seeds[i], "max_steps": self.horizons[task], "stop_on_success": self.stop_on_success,
+                "n_obs_steps": self.n_obs_steps, "obs_keys": self.obs_keys,
+                "video": self.video if i < self.video_n else None}
+
+
+def make_plan(policy: Any, tasks: list[dict[str, Any]], options: RolloutOptions, demo_seeds: Any) -> Plan:
+    """Everything an evaluation needs, checked before any episode starts."""
+    n_obs, n_act = options.n_obs_steps, options.n_action_steps
+    if n_obs is None or n_act is None:
+        to, ta = policy_steps(policy)
+        n_obs, n_act = n_obs or to, n_act or ta
+    if int(n_obs) < 1 or int(n_act) < 1:
+        raise ValueError(f"n_obs_steps, n_action_steps must be >= 1, got {n_obs}, {n_act}")
+    obs_keys = list(options.obs_keys) if options.obs_keys is not None else _policy_obs_keys(policy)
+    v = options.video
+    video = None
+    if v.n > 0:
+        if v.dir is None:
+            raise ValueError("video.n > 0 needs a video.dir")
+        video = {"dir": str(check_writable_dir(v.dir)), "fps": float(v.fps), "source": v.source,
+                 "render_kwargs": dict(v.render_kwargs)}
+    device = torch.device(options.device) if options.device is not None else _policy_device(policy)
+    return Plan(n_episodes=int(options.n_episodes), seeds=options.episode_seeds(demo_seeds),
+                horizons=_horizons(tasks, options.max_steps), n_obs_steps=int(n_obs), n_action_steps=int(n_act),
+                obs_keys=obs_keys, stop_on_success=bool(options.stop_on_success), video=video, video_n=int(v.n),
+                device=device, timeout_s=float(options.worker_timeout_s))
+
+
+def policy_steps(policy: Any) -> tuple[int, int]:
+    """(n_obs_steps, n_action_steps) from `policy.config`."""
+    cfg = getattr(policy, "config", None) or {}
+    try:
+        return int(cfg["n_obs_steps"]), int(cfg["n_action_steps"])
+    except KeyError as err:
+        raise ValueError(f"policy.config has no {err.args[0]!r}; set n_obs_steps and n_action_steps in the "
+                         "RolloutOptions") from None
+
+
+def _horizons(tasks: list[dict[str, Any]], max_steps: int | None) -> list[int]:
+    out = []
+    for t in tasks:
+        steps = max_steps if max_steps is not None else t["env_spec"].get("horizon")
+        if steps is None or int(steps) <= 0:
+            raise ValueError(f"task {t['name']!r}: no positive max_steps (set max_steps or the env_spec's horizon)")
+        out.append(int(steps))
+    return out
+
+
+def _policy_obs_keys(policy: Any) -> list[str] | None:
+    meta = getattr(policy, "shape_meta", None)
+    if isinstance(meta, dict) and isinstance(meta.get("obs"), dict):
+        return list(meta["obs"])
+    return None
+
+
+def _policy_device(policy: Any) -> torch.device:
+    params = getattr(policy, "parameters", None)
+    if callable(params):
+        for p in params():
+            return p.device
+    return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def sampling_rng(seed: int | None, device: torch.device) -> Iterator[None]:
+    """The policy's sampling noise from `seed` on a forked RNG: the caller's random stream (a training
+    run's, for an exact resume) is left as it was, and the same weights get the same score."""
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(int(seed))
+        yield
+
+
+def record_of(ep: Running, tasks: list[dict[str, Any]], kind: str, reply: dict[str, Any]) -> dict[str, Any]:
+    """The per-episode record of eval_info.json."""
+    error = None if kind == "obs" else reply["message"]
+    return {
+        "episode": ep.index, "seed": ep.seed, "task": ep.task, "task_name": tasks[ep.task]["name"],
+        "success": bool(reply.get("success")) and error is None, "steps": int(reply.get("steps", ep.steps)),
+        "return": float(reply.get("return", ep.ret)), "wall_s": time.perf_counter() - ep.t_start,
+        "error": error, "video": reply.get("video"), "cpu_s": float(reply.get("cpu_s", 0.0)),
+    }
+
+
+def metrics_of(records: list[dict[str, Any]], tasks: list[dict[str, Any]], plan: Plan, wall_s: float,
+               workers: int) -> dict[str, Any]:
+    """`summarize`'s rates (overall and per task) plus the records, throughput and what was run."""
+    metrics = summarize(records, [t["name"] for t in tasks])
+    env_steps = sum(r["steps"] for r in records)
+    metrics.update(
+        episodes=records, task_names=[t["name"] for t in tasks], wall_s=wall_s, env_steps=env_steps,
+        episodes_per_s=len(records) / wall_s, env_steps_per_s=env_steps / wall_s, workers=workers,
+        worker_cpu_s=sum(r["cpu_s"] for r in records), n_obs_steps=plan.n_obs_steps,
+        n_action_steps=plan.n_action_steps, stop_on_success=plan.stop_on_success,
+        video_paths=[r["video"] for r in records if r["video"]],
+    )
+    return metrics
