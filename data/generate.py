@@ -9,26 +9,27 @@ the tasks), out, images, workers (spawned processes; 0 runs in this process), se
 Seeds: the episodes of each task use env seeds seed, seed+1, seed+2, ... (a failed, dropped
 seed is skipped, so the next one fills in). Evaluation uses seeds from EVAL_SEED_START up,
 disjoint from these. Re-running with the same arguments tops the store up: (task, seed) pairs
-already stored are skipped. Episodes are appended atomically by this process only, in seed
-order, so Ctrl-C or a crash leaves a valid store holding whole episodes.
+already stored are skipped. Only stores this module created are topped up (their `origin`
+attribute says so); pointed at any other store it refuses and writes nothing. Episodes are
+appended atomically by this process only, in seed order, so Ctrl-C or a crash leaves a valid
+store holding whole episodes.
 """
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import signal
 import sys
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import numpy as np
 
 from data.store import DemoStore, StoreError
+from envs.processes import map_in_processes
 from envs.registry import resolve_tasks
+from envs.seeds import EVAL_SEED_START  # rollout evaluation seeds start here; demonstrations stay below
 
-EVAL_SEED_START = 1_000_000  # rollout evaluation seeds start here; demonstrations stay below
 DEFAULTS: dict[str, Any] = {
     "task": "lift", "n_episodes": 100, "out": None, "images": False, "workers": 2, "seed": 0,
     "noise": 0.0, "keep_failed": False, "image_size": 84, "horizon": None,
@@ -52,17 +53,25 @@ def _env_and_expert(spec_dict: dict, noise: float):
     return _CACHE["env"], _CACHE["expert"]
 
 
-def run_episode(spec_dict: dict, seed: int, noise: float = 0.0) -> dict[str, Any]:
-    """Roll the expert out once: {"episode": {key: [L, ...]}, "success", "seed", "action_space"}."""
+def run_episode(spec_dict: dict, seed: int, noise: float = 0.0, states: bool = False) -> dict[str, Any]:
+    """Roll the expert out once: {"episode": {key: [L, ...]}, "success", "seed", "action_space"}.
+
+    `states`: also record the flat simulator state before every action (key "states"; robosuite),
+    which lets data.convert.verify replay the episode and data.export write robomimic's `states`.
+    """
     env, expert = _env_and_expert(spec_dict, noise)
     obs, _ = env.reset(seed=seed)
     expert.reset(env)
     frames: dict[str, list[np.ndarray]] = {k: [] for k in obs}
+    if states:
+        frames["states"] = []
     actions, success = [], False
     for _ in range(env.env_spec.horizon):
         action = np.asarray(expert.act(env, obs), dtype=np.float32)
         for k, v in obs.items():
             frames[k].append(v)
+        if states:
+            frames["states"].append(env.get_flat_state())
         actions.append(action)
         obs, _, terminated, truncated, info = env.step(action)
         success = bool(info["success"])
@@ -76,20 +85,8 @@ def run_episode(spec_dict: dict, seed: int, noise: float = 0.0) -> dict[str, Any
                              "controller": env.env_spec.controller}}
 
 
-def _job(args: tuple[dict, int, float]) -> dict[str, Any]:
+def _job(args: tuple[dict, int, float, bool]) -> dict[str, Any]:
     return run_episode(*args)
-
-
-def _worker_init() -> None:
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    if sys.platform.startswith("linux"):
-        # Die with the parent: a generator killed outright must not leave simulators running.
-        import ctypes
-
-        try:
-            ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            pass
 
 
 # --- main side ---------------------------------------------------------------------------
@@ -99,10 +96,16 @@ def _per_task_counts(n_episodes: int, n_tasks: int) -> list[int]:
 
 
 def _open_or_check(out: str, tasks: list[dict]) -> DemoStore | None:
-    """The existing store at `out` (for topping up), after checking it holds the same tasks."""
+    """The existing store at `out` (for topping up), after checking this module made it for the same tasks."""
     if not os.path.exists(out):
         return None
-    store = DemoStore.open(out, mode="a")
+    store = DemoStore.open(out, mode="r")  # read-only until it is known to be ours
+    if not store.generated_by_framework:
+        kind = store.origin.get("kind", "not recorded")
+        raise StoreError(
+            f"{out!r} holds a store data.generate did not make (origin: {kind}); it only tops up stores it "
+            "generated itself and never writes into others: choose another out=PATH"
+        )
     have = [(t["name"], t.get("env_spec")) for t in store.tasks]
     want = [(t["name"], t["env_spec"]) for t in tasks]
     if have != want:
@@ -110,7 +113,7 @@ def _open_or_check(out: str, tasks: list[dict]) -> DemoStore | None:
             f"{out!r} holds a store of other tasks or env settings ({[h[0] for h in have]}); "
             "choose another out=PATH or delete it to regenerate"
         )
-    return store
+    return DemoStore.open(out, mode="a")
 
 
 def _plan(store: DemoStore | None, counts: list[int], seed: int, attempted: list[set[int]]) -> list[tuple]:
@@ -132,20 +135,14 @@ def _plan(store: DemoStore | None, counts: list[int], seed: int, attempted: list
     return jobs
 
 
-def _results(jobs, specs, noise, workers) -> Iterator[tuple[int, dict]]:
-    args = [(specs[i], s, noise) for i, s in jobs]
+def _results(jobs, specs, noise, workers, states=False) -> Iterator[tuple[int, dict]]:
+    args = [(specs[i], s, noise, states) for i, s in jobs]
     if workers == 0:
-        for (i, _), a in zip(jobs, args):
-            yield i, _job(a)
-        return
-    ctx = mp.get_context("spawn")  # forked children inherit GL state and crash; envs start inside workers
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as pool:
-        try:
-            for (i, _), result in zip(jobs, pool.map(_job, args, chunksize=1)):
-                yield i, result
-        except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
+        results: Iterator[dict] = map(_job, args)
+    else:  # env processes as for rollouts (envs/processes.py): spawned, single-threaded, deaf to Ctrl-C
+        results = map_in_processes(_job, args, workers, describe=lambda a: f"{a[0].get('task')} seed {a[1]}")
+    for (i, _), result in zip(jobs, results):
+        yield i, result
 
 
 def generate(task: str, n_episodes: int, out: str, images: bool = False, workers: int = 2, seed: int = 0,
@@ -170,6 +167,12 @@ def generate(task: str, n_episodes: int, out: str, images: bool = False, workers
                for t in tasks]
     specs = [e["env_spec"] for e in entries]
     store = _open_or_check(out, entries)
+    # Flat states for replay: robosuite only, and one task per store (each task's state has its own size).
+    # A store generated before states were recorded is topped up without them.
+    record_states = (len(tasks) == 1 and tasks[0]["env_spec"].simulator == "robosuite"
+                     and (store is None or not store.keys or "states" in store.keys))
+    origin = {"kind": "generated", "task": task, "images": images, "seed": seed, "noise": noise,
+              "keep_failed": keep_failed}
     counts = _per_task_counts(n_episodes, len(tasks))
     attempted: list[set[int]] = [set() for _ in tasks]
     bar = _progress_bar(sum(counts) - (store.n_episodes if store else 0), progress, task)
@@ -181,11 +184,12 @@ def generate(task: str, n_episodes: int, out: str, images: bool = False, workers
                                        f"({len(tried)} tries for {counts[i]} episodes); try keep_failed=true")
                 if max(tried, default=seed) >= EVAL_SEED_START:
                     raise RuntimeError("demonstration seeds ran into the evaluation range; lower seed")
-            for i, result in _results(jobs, specs, noise, workers):
+            for i, result in _results(jobs, specs, noise, workers, record_states):
                 if not (result["success"] or keep_failed):
                     continue
                 if store is None:
-                    store = DemoStore.create(out, tasks=entries, action_space=result["action_space"])
+                    store = DemoStore.create(out, tasks=entries, action_space=result["action_space"],
+                                             origin=origin)
                 try:
                     store.append_episode(result["episode"], task=i, seed=result["seed"],
                                          success=result["success"])

@@ -267,6 +267,7 @@ class RobosuiteEnv(gym.Env):
         replaying an episode's actions from its first state follows the recorded trajectory.
         """
         if model_xml is not None:
+            self._make_render_context_current()  # what is freed next lives in it: see the method
             if self._video is not None:  # its GL objects belong to the model being replaced
                 self._video.close()
                 self._video = None
@@ -275,7 +276,36 @@ class RobosuiteEnv(gym.Env):
             self.sim = self._env.sim
             self._set_obs_quality(self.env_spec.render)
         self._reset_sim()
-        return self.observe_state(state)
+        obs = self.observe_state(state)
+        # The reset built the controllers around the pose it drew (goal, and the nullspace target of OSC);
+        # rebuild those around the restored pose, as they were when the state was recorded.
+        for robot in self._env.robots:
+            robot.composite_controller.update_state()
+            for part in robot.composite_controller.part_controllers.values():
+                part.update(force=True)
+                part.update_initial_joints(part.joint_pos)
+            robot.composite_controller.reset()
+        return obs
+
+    def step_physics(self, action) -> bool:
+        """One control step whose observation is not converted (open-loop replays); returns the success check.
+        Inside `cameras_paused()` it renders nothing."""
+        self._env.step(np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0))
+        self._t += 1
+        return bool(self._env._check_success())
+
+    @contextlib.contextmanager
+    def cameras_paused(self):
+        """Steps inside the block render no camera frames (robosuite leaves those observations out): for
+        `step_physics` replays, where rendering would be most of a camera env's step time."""
+        paused = [o for o in self._env._observables.values() if o.modality == "image" and o.is_enabled()]
+        for o in paused:
+            o.set_enabled(False)
+        try:
+            yield
+        finally:
+            for o in paused:
+                o.set_enabled(True)
 
     @property
     def unwrapped_robosuite(self):
@@ -283,10 +313,18 @@ class RobosuiteEnv(gym.Env):
         return self._env
 
     def close(self) -> None:
-        if getattr(self, "_video", None) is not None:
-            self.sim._render_context_offscreen.gl_ctx.make_current()
-            self._video.close()
-            self._video = None
         if getattr(self, "_env", None) is not None:
+            self._make_render_context_current()
+            if getattr(self, "_video", None) is not None:
+                self._video.close()
+                self._video = None
             self._env.close()
             self._env = None
+
+    def _make_render_context_current(self) -> None:
+        """robosuite frees MuJoCo's render context (mjr_freeContext: GL calls) without making its GL context
+        current, so the calls land in whichever context is: another env's, whose objects it then deletes
+        (a later render or free of that env segfaults). Make ours current before anything frees it."""
+        ctx = getattr(getattr(self._env, "sim", None), "_render_context_offscreen", None)
+        if ctx is not None:
+            ctx.gl_ctx.make_current()

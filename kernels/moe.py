@@ -9,16 +9,30 @@ hidden 256, 4 experts, top-2, 13 tokens, fp32; results in benchmarks/results/ker
 per-expert loop and torch._grouped_mm are within noise of each other (the work is GEMM-bound), the
 dense all-experts GEMM is 2-3x slower (E/k times the FLOPs). _grouped_mm wins the tie because it needs
 no host sync; the loop covers what it cannot do (other dtypes, unaligned sizes, pre-Hopper GPUs).
+
+Cached inference (cached_moe_mlp) has several exact variants (kernels/torch_moe.py HOST_VARIANTS on the
+host; Triton or device-side gathering on CUDA). Which one runs is a per-(device, dtype, shape) choice
+kept in a small table here: a fixed default until `autotune_cached` measures the variants on real
+operands and records the fastest (KERNELS_CACHED_AUTOTUNE=1 does that on first use of each shape;
+KERNELS_AUTOTUNE is the Triton kernels' own tile-tuning switch). Every variant matches
+kernels/reference.py, so the choice changes speed, never results beyond rounding.
+Under torch.compile the op is one opaque custom op (torch.library), so a compiled denoiser keeps the
+in-place expert weights and the variant choice.
 """
 
 from __future__ import annotations
 
 import os
+import statistics
+import time
+from collections.abc import Callable
 
 import torch
 
 from kernels.reference import route_reference
 from kernels.torch_moe import (
+    DEFAULT_HOST_VARIANT,
+    HOST_VARIANTS,
     cached_moe_mlp_torch,
     grouped_mm_supported,
     moe_mlp_grouped_mm,
@@ -88,18 +102,131 @@ def moe_mlp(
     return moe_mlp_loop(x, w13, w2, ids, weights)
 
 
+# --- cached inference: one routing for all rows, and which variant runs it ------------------
+_CACHED_CHOICE: dict[tuple, str] = {}  # cached_key(...) -> variant name; filled by autotune_cached
+CUDA_VARIANTS = ("triton", "gathered")
+
+
+def cached_key(x: torch.Tensor, w13: torch.Tensor, k: int) -> tuple:
+    """(device type, dtype, M, d, h, E, k): what the speed of the cached variants depends on."""
+    return (x.device.type, str(x.dtype).removeprefix("torch."), int(x.shape[0]), int(x.shape[1]),
+            int(w13.shape[1]) // 2, int(w13.shape[0]), int(k))
+
+
+def cached_variants(x: torch.Tensor) -> tuple[str, ...]:
+    """The variants that can run on x's device."""
+    return CUDA_VARIANTS if x.is_cuda else tuple(HOST_VARIANTS)
+
+
+def cached_choice(x: torch.Tensor, w13: torch.Tensor, k: int) -> str:
+    """The variant cached_moe_mlp runs for these operands: the recorded one, else the fixed default."""
+    recorded = _CACHED_CHOICE.get(cached_key(x, w13, k))
+    if recorded is not None:
+        return recorded
+    return ("triton" if backend_for(x) == "triton" else "gathered") if x.is_cuda else DEFAULT_HOST_VARIANT
+
+
+def record_cached_choice(key: tuple, variant: str) -> None:
+    """Pin the variant for one cached_key (what autotune_cached does with its winner)."""
+    allowed = CUDA_VARIANTS if key[0] == "cuda" else tuple(HOST_VARIANTS)
+    if variant not in allowed:
+        raise ValueError(f"unknown cached MoE variant {variant!r} for {key[0]}; choose one of {allowed}")
+    _CACHED_CHOICE[key] = variant
+
+
+def cached_choices() -> dict[tuple, str]:
+    """A copy of the recorded choices."""
+    return dict(_CACHED_CHOICE)
+
+
+def clear_cached_choices() -> None:
+    _CACHED_CHOICE.clear()
+
+
+def _run_cached(variant: str, x, w13, w2, ids, weights) -> torch.Tensor:
+    if variant == "triton":
+        from kernels.triton_moe import cached_moe_mlp_triton
+
+        return cached_moe_mlp_triton(*_compute_dtype(x, w13, w2), ids, weights)
+    if variant == "gathered":
+        return cached_moe_mlp_torch(x, w13, w2, ids, weights)
+    return cached_moe_mlp_torch(x, w13, w2, ids, weights, variant=variant)
+
+
+def _median_seconds(fn: Callable[[], object], sync: Callable[[], None]) -> float:
+    sync()
+    t0 = time.perf_counter()
+    fn()
+    sync()
+    return time.perf_counter() - t0
+
+
+@torch.no_grad()
+def autotune_cached(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, ids: torch.Tensor,
+                    weights: torch.Tensor, repeats: int = 7,
+                    measure: Callable[[str, Callable[[], object]], float] | None = None) -> dict[str, float]:
+    """Time every cached variant on these operands and record the fastest for their cached_key.
+
+    The variants take turns in `repeats` rounds (so that load from other processes hits all alike) after
+    one warm-up call each; the median wins. `measure(name, fn) -> seconds` replaces the wall-clock timer
+    (tests use it to make the choice deterministic). Returns the median seconds per variant."""
+    _check_shapes(x, w13, w2, ids, weights, n_lead=1)
+    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
+    names = [v for v in cached_variants(x) if v != "triton" or x.is_cuda]
+    fns = {v: (lambda v=v: _run_cached(v, x, w13, w2, ids, weights)) for v in names}
+    timer = measure or (lambda name, fn: _median_seconds(fn, sync))
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {v: [] for v in fns}
+    for _ in range(max(1, repeats)):
+        for v, fn in fns.items():
+            times[v].append(timer(v, fn))
+    medians = {v: statistics.median(t) for v, t in times.items()}
+    record_cached_choice(cached_key(x, w13, ids.shape[0]), min(medians, key=medians.get))
+    return medians
+
+
+def _autotune_on_first_use() -> bool:
+    return os.environ.get("KERNELS_CACHED_AUTOTUNE", "0").strip() == "1"
+
+
+def _cached_eager(x, w13, w2, ids, weights) -> torch.Tensor:
+    backend = backend_for(x)  # validates KERNELS_BACKEND; a forced backend overrides the table
+    forced = bool(os.environ.get("KERNELS_BACKEND", "").strip())
+    if forced and (backend == "triton" or x.is_cuda):
+        return _run_cached("triton" if backend == "triton" else "gathered", x, w13, w2, ids, weights)
+    if _autotune_on_first_use() and cached_key(x, w13, ids.shape[0]) not in _CACHED_CHOICE:
+        autotune_cached(x, w13, w2, ids, weights)
+    variant = cached_choice(x, w13, ids.shape[0])
+    if variant == "triton" and not x.is_cuda:  # a CUDA choice recorded for a host key cannot happen
+        variant = DEFAULT_HOST_VARIANT
+    return _run_cached(variant, x, w13, w2, ids, weights)
+
+
+@torch.library.custom_op("mode_kernels::cached_moe_mlp", mutates_args=())
+def _cached_moe_mlp_op(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, ids: torch.Tensor,
+                       weights: torch.Tensor) -> torch.Tensor:
+    return _cached_eager(x, w13, w2, ids, weights)
+
+
+@_cached_moe_mlp_op.register_fake
+def _(x, w13, w2, ids, weights):
+    dt = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
+    return x.new_empty(x.shape, dtype=dt)
+
+
 def cached_moe_mlp(
     x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor
 ) -> torch.Tensor:
     """One routing for all rows (expert caching at inference): x [M, d], ids/weights [k] -> [M, d].
-    Reads ids and weights on the device: no host sync, capturable in a CUDA graph."""
+    On CUDA reads ids and weights on the device: no host sync, capturable in a CUDA graph."""
     _check_shapes(x, w13, w2, ids, weights, n_lead=1)
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (x, w13, w2, weights))
-    if backend_for(x) == "triton" and not needs_grad:  # the Triton kernel has no backward
-        from kernels.triton_moe import cached_moe_mlp_triton
-
-        return cached_moe_mlp_triton(*_compute_dtype(x, w13, w2), ids, weights)
-    return cached_moe_mlp_torch(x, w13, w2, ids, weights)
+    if needs_grad:  # the Triton kernel has no backward; the torch path keeps every gradient
+        return cached_moe_mlp_torch(x, w13, w2, ids, weights)
+    if torch.compiler.is_compiling():  # opaque to the compiler: keeps the weights in place
+        return _cached_moe_mlp_op(x, w13, w2, ids, weights)
+    return _cached_eager(x, w13, w2, ids, weights)
 
 
 def route(

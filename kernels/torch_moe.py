@@ -1,16 +1,23 @@
-"""Fast pure-PyTorch paths for moe_mlp (same semantics as kernels/reference.py).
+"""Fast pure-PyTorch paths for moe_mlp and cached_moe_mlp (same semantics as kernels/reference.py).
 
-Three strategies, all differentiable through plain autograd:
+moe_mlp (per-sample routing), three strategies, all differentiable through plain autograd:
   loop        sort the B*k (sample, choice) assignments by expert, one SwiGLU per expert
   grouped_mm  the same sort, then torch._grouped_mm over the expert segments (two launches)
   dense       every expert on every sample as two big GEMMs, unchosen experts weighted 0
 benchmarks/kernels.py measures them; kernels/moe.py dispatches to the winner.
+
+cached_moe_mlp (one routing for all rows, inference): on the host the ids are read once and the k
+experts run on their weights in place, no copy (HOST_VARIANTS: a loop of plain GEMMs, one fused gate-up
+GEMM when the ids are consecutive, or batched GEMMs over one strided view); on CUDA the experts are
+gathered on the device. kernels/moe.py records which host variant is fastest per shape.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from kernels.reference import cached_moe_mlp_reference
 
 
 def sort_by_expert(ids: torch.Tensor, n_experts: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,30 +117,54 @@ def moe_mlp_dense(
 
 
 def cached_moe_mlp_torch(
-    x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor
+    x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor,
+    variant: str | None = None,
 ) -> torch.Tensor:
-    """Inference with one routing for all M rows, summed over the k experts in order.
+    """Inference with one routing for all M rows, summed over the k experts.
 
     On CUDA the k experts' weights are gathered on the device (no host sync: capturable in a CUDA
-    graph) and run as two batched GEMMs; on the CPU, where reading ids costs nothing, the experts'
-    weights are used in place, which skips copying them.
+    graph). Elsewhere, where reading ids costs nothing, the experts' weights are used in place (no copy)
+    by one of the HOST_VARIANTS (default "loop"; kernels/moe.py keeps the per-shape choice).
     """
     if x.is_cuda:
         return cached_moe_mlp_gathered(x, w13, w2, ids, weights)
-    experts, w = ids.tolist(), weights.to(x.dtype)
-    order = sorted(range(len(experts)), key=experts.__getitem__)  # ascending: one positive stride
-    if order != list(range(len(experts))):
-        experts, w = [experts[i] for i in order], w[order]
-    gaps = {b - a for a, b in zip(experts, experts[1:])}
-    if len(gaps) <= 1 and 0 not in gaps:  # evenly spaced ids (always true for k <= 2)
-        return _cached_strided(x, w13, w2, experts[0], gaps.pop() if gaps else 1, len(experts), w)
-    h = w13.shape[1] // 2
-    out = None
-    for j, e in enumerate(experts):
-        gu = F.linear(x, w13[e])
-        y = F.linear(F.silu(gu[:, :h]) * gu[:, h:], w2[e]) * w[j]
-        out = y if out is None else out + y
+    if torch.is_grad_enabled() and weights.requires_grad:  # host floats would cut the routing gradient
+        return cached_moe_mlp_reference(x, w13, w2, ids, weights)
+    fn = HOST_VARIANTS[variant or DEFAULT_HOST_VARIANT]
+    return fn(x, w13, w2, ids.tolist(), weights.to(x.dtype).tolist())
+
+
+def _swiglu_hidden(gate_up: torch.Tensor, h: int) -> torch.Tensor:
+    return F.silu(gate_up[..., :h]) * gate_up[..., h:]
+
+
+def _down_sum(hidden: list[torch.Tensor], w2: torch.Tensor, experts: list[int], w: list[float]) -> torch.Tensor:
+    """sum_j w_j * hidden_j @ w2[e_j]^T, the scale and the sum folded into the GEMMs (addmm's alpha)."""
+    out = torch.mm(hidden[0], w2[experts[0]].t()).mul_(w[0])
+    for act, e, wj in zip(hidden[1:], experts[1:], w[1:]):
+        out = torch.addmm(out, act, w2[e].t(), alpha=wj)
     return out
+
+
+def cached_loop(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, experts: list[int],
+                w: list[float]) -> torch.Tensor:
+    """Plain GEMMs on each chosen expert's contiguous weight slices, in the order given."""
+    h = w13.shape[1] // 2
+    return _down_sum([_swiglu_hidden(F.linear(x, w13[e]), h) for e in experts], w2, experts, w)
+
+
+def cached_adjacent(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, experts: list[int],
+                    w: list[float]) -> torch.Tensor:
+    """Consecutive experts e..e+k-1 are one contiguous [k*2h, d] block of w13: one gate-up GEMM for all
+    k, then the down GEMMs per expert on strided row views. Other id sets take the loop."""
+    order = sorted(range(len(experts)), key=experts.__getitem__)
+    first, k = experts[order[0]], len(experts)
+    if [experts[i] for i in order] != list(range(first, first + k)):
+        return cached_loop(x, w13, w2, experts, w)
+    h, d = w13.shape[1] // 2, w13.shape[2]
+    gate_up = F.linear(x, w13[first : first + k].reshape(k * 2 * h, d)).view(x.shape[0], k, 2 * h)
+    hidden = _swiglu_hidden(gate_up, h)
+    return _down_sum([hidden[:, j] for j in range(k)], w2, [first + j for j in range(k)], [w[i] for i in order])
 
 
 def _expert_view(w: torch.Tensor, first: int, step: int, k: int) -> torch.Tensor:
@@ -142,13 +173,29 @@ def _expert_view(w: torch.Tensor, first: int, step: int, k: int) -> torch.Tensor
     return w.as_strided((k, *w.shape[1:]), (step * s[0], *s[1:]), w.storage_offset() + first * s[0])
 
 
-def _cached_strided(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, first: int, step: int, k: int,
-                    w: torch.Tensor) -> torch.Tensor:
-    """k experts as two batched GEMMs over in-place views of the stacked weights, then a sum over k."""
-    h = w13.shape[1] // 2
-    gu = torch.matmul(x, _expert_view(w13, first, step, k).transpose(1, 2))  # [k, M, 2h]
-    hidden = F.silu(gu[..., :h]) * gu[..., h:] * w.view(k, 1, 1)
-    return torch.matmul(hidden, _expert_view(w2, first, step, k).transpose(1, 2)).sum(0)
+def cached_strided(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, experts: list[int],
+                   w: list[float]) -> torch.Tensor:
+    """Evenly spaced ids (always so for k <= 2) as two batched GEMMs over one strided view of the stacked
+    weights, then a sum over k; other id sets take the loop."""
+    order = sorted(range(len(experts)), key=experts.__getitem__)  # ascending: one positive stride
+    es = [experts[i] for i in order]
+    gaps = {b - a for a, b in zip(es, es[1:])}
+    if len(gaps) > 1 or 0 in gaps:
+        return cached_loop(x, w13, w2, experts, w)
+    step, k, h = (gaps.pop() if gaps else 1), len(es), w13.shape[1] // 2
+    scale = torch.tensor([w[i] for i in order], dtype=x.dtype).view(k, 1, 1)
+    gate_up = torch.matmul(x, _expert_view(w13, es[0], step, k).transpose(1, 2))  # [k, M, 2h]
+    hidden = _swiglu_hidden(gate_up, h) * scale
+    return torch.matmul(hidden, _expert_view(w2, es[0], step, k).transpose(1, 2)).sum(0)
+
+
+# name -> fn(x [M, d], w13, w2, experts: list[int], w: list[float]); all read the weights in place.
+HOST_VARIANTS = {"loop": cached_loop, "adjacent": cached_adjacent, "strided": cached_strided}
+# From benchmarks/inference.py's autotune lines on this 2-core CPU (M = 13-448 rows, width 128-1024): the
+# fused gate-up GEMM of "adjacent" was fastest or within 2% in fp32 and bf16 (it is the loop when the ids
+# are not consecutive); "strided" was up to 1.5x slower in fp32 at M = 448 and 20x slower in bf16 (the
+# batched GEMM over a strided view takes a slow path), so it is kept only as a measured alternative.
+DEFAULT_HOST_VARIANT = "adjacent"
 
 
 def cached_moe_mlp_gathered(

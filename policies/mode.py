@@ -13,10 +13,13 @@ of every (sampling step, layer) are known before sampling starts. `DiffusionTran
 computes them for the whole schedule (one router pass per layer over all steps, one route call); each
 sampling step then looks its routing up by the integer step index, skips the router and runs only its
 k experts for the whole batch through kernels.cached_moe_mlp, which gets the stacked expert weights and
-the routing as device tensors (no host sync, no .item()). The table lives for one sampling
-call, so it can never be stale: it is rebuilt from the current weights every chunk (a few small ops)
-rather than keyed on parameter versions, which miss `p.data.copy_` (how Lightning's WeightAveraging
-swaps EMA weights in and out).
+the routing as device tensors (on CUDA no host sync, no .item(); on the CPU the kernel reads the ids on
+the host, where that costs nothing, and runs the experts on their weights in place). The table lives for
+one sampling call, so it can never be stale: it is rebuilt from the current weights every chunk (a few
+small ops) rather than keyed on parameter versions, which miss `p.data.copy_` (how Lightning's
+WeightAveraging swaps EMA weights in and out). `compile=step|loop|graph` compiles the denoiser call or
+the whole loop, or replays a CUDA graph of it (policies/compiled_sampling.py); policies/quantize.py
+gives bf16 / int8 copies of a policy.
 
 The expert weights are stacked, w13 [E, 2h, d] (gate rows then up rows) and w2 [E, d, h], the layout of
 kernels/. The same transformer with a dense SwiGLU per block is the DiT baseline (policies/dit.py).
@@ -41,12 +44,15 @@ from torch import nn
 import kernels
 from data.normalize import Normalizer
 from policies.base import register_policy
-from policies.diffusion import DiffusionConfig, DiffusionPolicy
+from policies.diffusion import DiffusionConfig, DiffusionPolicy, NoiseEmbedding
+from policies.encoders.codebook import CodebookConfig
 from policies.encoders.goal import GoalEncoder
 from policies.encoders.obs import ObsEncoder
+from policies.encoders.resnet import ResNetConfig
 from policies.routing_dtr import DTRMLP, DTRSchedule
 
 ATTENTION = ("sdpa", "explicit")
+COMPILE_MODES = ("none", "step", "loop", "graph")
 ROUTERS = ("learned", "dtr")
 
 
@@ -63,11 +69,15 @@ class TransformerConfig(DiffusionConfig):
     state_hidden: int = 128  # hidden size of the per-group state MLPs
     state_grouping: str = "joint"  # joint: one token per frame for all state keys | per_key
     image_film: bool = True  # FiLM the image encoders with the goal embedding
-    image_encoder: dict = field(default_factory=dict)  # kwargs of policies.encoders.resnet.ResNetImageEncoder
-    codebook: dict = field(default_factory=dict)  # image-token bottleneck (encoders/codebook.CodebookConfig)
+    image_encoder: dict = field(default_factory=lambda: ResNetConfig().to_dict())  # encoders/resnet.ResNetConfig
+    codebook: dict = field(default_factory=lambda: CodebookConfig().to_dict())  # encoders/codebook.CodebookConfig
+    compile: str = "none"  # inference: none | step (torch.compile the denoiser call) | loop (the whole
+    # sampling loop) | graph (CUDA only: capture the chunk in a CUDA graph); policies/compiled_sampling.py
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.compile not in COMPILE_MODES:
+            raise ValueError(f"unknown compile {self.compile!r}; choose one of {', '.join(COMPILE_MODES)}")
         if self.width % self.n_heads:
             raise ValueError(f"width {self.width} must be divisible by n_heads {self.n_heads}")
         if self.attention not in ATTENTION:
@@ -100,20 +110,6 @@ class MoDEConfig(TransformerConfig):
 
 
 # --- building blocks -------------------------------------------------------------------------
-class NoiseEmbedding(nn.Module):
-    """c_noise [B] -> c [B, d]: sinusoidal features (frequencies 1..100 resolve ~4% steps in σ) -> MLP."""
-
-    def __init__(self, width: int) -> None:
-        super().__init__()
-        self.register_buffer("freqs", torch.logspace(0, 2, width // 2), persistent=False)
-        n_feat = 2 * (width // 2)
-        self.mlp = nn.Sequential(nn.Linear(n_feat, 2 * width), nn.SiLU(), nn.Linear(2 * width, width))
-
-    def forward(self, c_noise: torch.Tensor) -> torch.Tensor:
-        arg = c_noise[:, None] * self.freqs
-        return self.mlp(torch.cat([arg.sin(), arg.cos()], dim=-1))
-
-
 class Attention(nn.Module):
     def __init__(self, cfg: TransformerConfig, n_tokens: int) -> None:
         super().__init__()
@@ -232,6 +228,7 @@ class DiffusionTransformer(nn.Module):
         nn.init.zeros_(self.head.weight)  # F starts at 0, i.e. D(x; σ) = c_skip x
         self.expert_cache = expert_cache
         self.dtr = dtr  # router=dtr: σ -> window of hidden units, the same in every block
+        self.compile = cfg.compile  # inference only: see policies/compiled_sampling.py
         self._routes: list[list[Any]] | None = None
 
     def sparse_layers(self) -> list[SparseMoE]:
@@ -239,14 +236,33 @@ class DiffusionTransformer(nn.Module):
 
     def forward(self, x_in: torch.Tensor, c_noise: torch.Tensor, cond: torch.Tensor,
                 step: int | None = None) -> torch.Tensor:
+        routes = self._routes[step] if self._routes is not None and step is not None else None
+        if self.compile == "step" and not (self.training or torch.is_grad_enabled()):
+            from policies.compiled_sampling import compiled_body
+
+            return compiled_body(self)(x_in, c_noise, cond, routes)
+        return self.body(x_in, c_noise, cond, routes)
+
+    def body(self, x_in: torch.Tensor, c_noise: torch.Tensor, cond: torch.Tensor,
+             routes: list[Any] | None) -> torch.Tensor:
+        """One denoiser call with the routing of every layer given (cached) or None (route here)."""
         emb = self.noise_emb(c_noise)
         h = torch.cat([emb[:, None], cond, self.action_in(x_in)], dim=1) + self.pos
-        routes = self._routes[step] if self._routes is not None and step is not None else None
         if routes is None and self.dtr is not None:  # DTR, uncached: each sample's σ masks its units
             routes = [self.dtr.masks(c_noise, h.dtype)] * len(self.blocks)
         for i, block in enumerate(self.blocks):
             h = block(h, emb, None if routes is None else routes[i])
         return self.head(self.norm(h[:, -self.horizon :]))
+
+    def integrate(self, edm: Any, x: torch.Tensor, cond: torch.Tensor, sigmas: list[float],
+                  sampler: str) -> torch.Tensor:
+        """EDM's sampling loop (EDM.sample calls this inside `sampling`): compiled as a whole or replayed
+        from a CUDA graph with compile=loop|graph, else EDM's own loop calling forward per step."""
+        if self.compile in ("loop", "graph") and not (self.training or torch.is_grad_enabled()):
+            from policies.compiled_sampling import run_chunk
+
+            return run_chunk(self, edm, x, cond, sigmas, sampler)
+        return edm.integrate(self, x, cond, sigmas, sampler)
 
     @contextmanager
     def sampling(self, sigmas: list[float]) -> Iterator[None]:
@@ -263,7 +279,8 @@ class DiffusionTransformer(nn.Module):
     @torch.no_grad()
     def plan_routes(self, sigmas: list[float]) -> list[list[Any]]:
         """routes[step][layer] = (ids [k], weights [k]): the deterministic routing at σ_step, for every
-        denoiser call of the schedule, from one router pass per layer and one route call in all.
+        denoiser call of the schedule, from one router pass per layer and one route call in all; a
+        RouteTable, whose .ids / .weights [S, L, k] hold the same as two tensors (the compiled loop's input).
         With DTR: (start, stop), the window of units at σ_step (Python ints), the same in every layer."""
         values = [math.log(s) / 4 for s in sigmas if s > 0]  # the c_noise the sampler passes at each step
         if self.dtr is not None:  # computed on the host: the windows are Python ints, no device sync
@@ -278,10 +295,16 @@ class DiffusionTransformer(nn.Module):
         ids, weights, _ = kernels.route(logits, moes[0].top_k, training=False)
         n_steps, n_layers = c_noise.shape[0], len(moes)
 
-        def per_step(t: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:  # [L*S, k] -> [S][L] views [k]
-            return [s.unbind(0) for s in t.view(n_layers, n_steps, -1).transpose(0, 1).unbind(0)]
+        return RouteTable(*(t.view(n_layers, n_steps, -1).transpose(0, 1).contiguous() for t in (ids, weights)))
 
-        return [list(zip(i, w)) for i, w in zip(per_step(ids), per_step(weights))]
+
+class RouteTable(list):
+    """The cached routing of one sampling call: table[step][layer] = (ids [k], weights [k]), views into
+    .ids and .weights [S, L, k] (device tensors: reading them never syncs)."""
+
+    def __init__(self, ids: torch.Tensor, weights: torch.Tensor) -> None:
+        super().__init__([list(zip(i.unbind(0), w.unbind(0))) for i, w in zip(ids.unbind(0), weights.unbind(0))])
+        self.ids, self.weights = ids, weights
 
 
 # --- the policies ----------------------------------------------------------------------------

@@ -38,11 +38,13 @@ class SaveOnInterrupt(Callback):
 
 
 class PeriodicCheckpoint(Callback):
-    """last.ckpt every N steps and/or every M minutes, so a kill -9 loses at most that much training."""
+    """last.ckpt every N steps and/or every M minutes, so a kill -9 loses at most that much training, and
+    at the end of training."""
 
     def __init__(self, path: Path, every_n_steps: int = 0, every_n_minutes: float = 0.0) -> None:
         self.path, self.every_n_steps, self.every_s = path, int(every_n_steps), float(every_n_minutes) * 60.0
         self._last_save = time.monotonic()
+        self._saved_step = -1
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
@@ -54,6 +56,13 @@ class PeriodicCheckpoint(Callback):
         if by_steps or by_clock:
             save_atomically(trainer, self.path)
             self._last_save = time.monotonic()
+            self._saved_step = step
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # The steps after the last validation (max_steps not a multiple of val_check_interval) are not in
+        # ModelCheckpoint's last.ckpt: the run's final weights must be.
+        if trainer.global_step > 0 and self._saved_step != trainer.global_step:
+            save_atomically(trainer, self.path)
 
 
 class StepProgressBar(TQDMProgressBar):

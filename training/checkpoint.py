@@ -71,8 +71,17 @@ def check_resumable(ckpt: dict[str, Any], path: str | os.PathLike, cfg: dict[str
     if meta["name"] != cfg["policy"]["name"]:
         raise CheckpointError(f"resume: {path} holds a {meta['name']!r} policy but this run asks for "
                               f"policy={cfg['policy']['name']}; pass the same policy")
-    want = policy_config(cfg)
-    diff = sorted(k for k in set(want) | set(meta["config"]) if want.get(k) != meta["config"].get(k))
+    # Compare resolved configs: automatic values (the DiT's mlp_hidden=0) are stored resolved.
+    import policies  # noqa: F401  (registers every policy)
+    from policies.base import POLICY_REGISTRY
+
+    config_cls = POLICY_REGISTRY[meta["name"]].config_cls
+    try:
+        want = config_cls.from_dict(policy_config(cfg), policy=meta["name"]).to_dict()
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"resume: the run's policy config is not valid: {err}") from None
+    have = config_cls.from_dict(meta["config"], policy=meta["name"]).to_dict()
+    diff = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
     if diff:
         raise CheckpointError(f"resume: the policy config differs from the checkpoint's in {diff}; resume "
                               "with the run's own config (see <run dir>/config.yaml)")

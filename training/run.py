@@ -72,7 +72,7 @@ def train(cfg: dict[str, Any], run_dir: Path) -> Path:
         log.info("policy %s: %.2fM parameters; %d training / %d validation episodes; run dir %s",
                  cfg["policy"]["name"], n_params / 1e6, len(dm.train_ids), len(dm.val_ids), run_dir)
     try:
-        trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None)
+        trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
     except SIGTERMException:
         raise Interrupted(143) from None  # 128 + SIGTERM, like a process killed by it
     if trainer.is_global_zero:

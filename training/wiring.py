@@ -77,7 +77,10 @@ def build_trainer(cfg: dict[str, Any], run_dir: Path, logger, extra_callbacks: l
     ckpt_dir = run_dir / "checkpoints"
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="step{step:06d}", auto_insert_metric_name=False,
                                  monitor=c["monitor"], mode=c["mode"], save_top_k=c["save_top_k"],
-                                 save_last=True)
+                                 save_last=True,
+                                 # last.ckpt is also written by PeriodicCheckpoint and SaveOnInterrupt: overwrite
+                                 # it rather than starting last-v1.ckpt beside a stale last.ckpt
+                                 enable_version_counter=False)
     callbacks = [checkpoint, SaveOnInterrupt(run_dir / LAST),
                  PeriodicCheckpoint(run_dir / LAST, c["every_n_steps"], c["every_n_minutes"]),
                  StepLog(t["print_every_n_steps"]), RunPictures(run_dir, t["log_every_n_steps"]), *extra_callbacks]

@@ -15,7 +15,8 @@ from data.store import DemoStore, StoreError
 from envs.factory import make_env
 from envs.registry import ROBOSUITE_NAMES
 
-STATE_KEYS = {"action", "robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos", "object-state"}
+# "states": flat simulator states, recorded for single-task robosuite stores (replay checks, robomimic export)
+STATE_KEYS = {"action", "robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos", "object-state", "states"}
 
 
 def _check_store(store: DemoStore, n_episodes: int, name: str) -> None:

@@ -218,3 +218,23 @@ def test_sigterm_saves_last_checkpoint_and_exits_non_zero(make_store, tmp_path):
     assert "interrupted at step" in out
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] >= 5
+
+
+def test_dit_resumes_although_its_mlp_hidden_is_automatic(make_store, tmp_path):
+    """mlp_hidden=0 resolves to a size; the checkpoint stores the size and resume compares resolved configs."""
+    store = make_store(3)
+    first = train(compose_cfg(store.path, "dit", extra=["optim.total_steps=6", "trainer.max_steps=3"]),
+                  tmp_path / "run")
+    again = train(compose_cfg(store.path, "dit", extra=["optim.total_steps=6", "trainer.max_steps=6",
+                                                        f"resume={first}"]), tmp_path / "ignored")
+    assert torch.load(again / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 6
+
+
+def test_periodic_last_checkpoint_is_the_one_last_checkpoint(make_store, tmp_path):
+    """Saves by PeriodicCheckpoint and by validation write the same last.ckpt (no stale last-v1.ckpt)."""
+    store = make_store(3)
+    run = train(compose_cfg(store.path, extra=["checkpoint.every_n_steps=2", "trainer.val_check_interval=4",
+                                               "trainer.max_steps=9"]), tmp_path / "run")
+    names = {p.name for p in (run / "checkpoints").iterdir()}
+    assert "last.ckpt" in names and not any(n.startswith("last-v") or n.startswith(".") for n in names), names
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 9

@@ -1,0 +1,216 @@
+"""A suite's results: results.json (the schema below), the table (table.md) and its markdown.
+
+results.json = the suite definition (suite.json: suite, description, budget, budget_spec, multitask,
+tasks, variants, eval_seed_offset) + {"schema", "invocations": [{time, command, git_commit, git_dirty,
+policies, seeds}], "stores": {path: {path, n_episodes, sha256}}, "runs": [result.json of each run]}.
+A run (benchmarks/suite/runner.py writes it) holds: task, variant, seed, config_hash, git_commit,
+git_dirty, store, train {run_dir, steps, commands, segments, wall_s}, eval_wall_s, cost {params_total,
+params_active, flops_per_chunk, latency_b1_ms, latency_device, latency_threads}, codebook (last logged
+code usage or null) and eval {"last", "best"}: {checkpoint, command, eval_info, success_rate,
+success_ci95, n_success, n_episodes, n_errors, per_task, seeds (digest), global_step, [monitor,
+monitor_value, same_as]}. Rates pooled over seeds get a fresh Wilson 95% interval here.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any
+
+from benchmarks.suite import records
+from rollouts.stats import wilson_interval
+
+SCHEMA = 1
+
+
+def collect(out: Path) -> dict[str, Any]:
+    """results.json's document from a suite directory: every complete run found under runs/."""
+    definition = records.read_json(out / "suite.json") or {}
+    runs = [r for p in sorted(out.glob("runs/*/*/seed*/result.json"))
+            if (r := records.read_json(p)) and r.get("complete")]
+    task_order = [t["name"] for t in definition.get("tasks", [])]
+    variant_order = list(definition.get("variants", {}))
+
+    def rank(r: dict[str, Any]) -> tuple:
+        t = task_order.index(r["task"]) if r["task"] in task_order else len(task_order)
+        v = variant_order.index(r["variant"]) if r["variant"] in variant_order else len(variant_order)
+        return t, r["task"], v, r["variant"], r["seed"]
+
+    runs.sort(key=rank)
+    return {"schema": SCHEMA, **definition, "invocations": records.read_jsonl(out / "invocations.jsonl"),
+            "stores": {r["store"]["path"]: r["store"] for r in runs}, "runs": runs}
+
+
+def pooled(evals: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Successes summed over seeds, with the Wilson 95% interval of the pool, overall and per task."""
+    if not evals:
+        return None
+
+    def pool(items: list[dict[str, Any]]) -> dict[str, Any]:
+        k, n = sum(e["n_success"] for e in items), sum(e["n_episodes"] for e in items)
+        return {"success_rate": k / n if n else 0.0, "success_ci95": list(wilson_interval(k, n)),
+                "n_success": k, "n_episodes": n}
+
+    names = list(evals[0]["per_task"])
+    return {**pool(evals), "per_seed": [e["success_rate"] for e in evals],
+            "per_task": {t: pool([e["per_task"][t] for e in evals if t in e["per_task"]]) for t in names}}
+
+
+def groups(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """One entry per (task, variant) in the document's order, its seeds pooled."""
+    keyed: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in doc["runs"]:
+        keyed.setdefault((r["task"], r["variant"]), []).append(r)
+    out = []
+    for (task, variant), runs in keyed.items():
+        codebook: dict[str, float] = {}
+        for key in sorted({k for r in runs for k in (r.get("codebook") or {})}):
+            values = [r["codebook"][key] for r in runs if key in (r.get("codebook") or {})]
+            codebook[key] = statistics.fmean(values)
+        out.append({
+            "task": task, "variant": variant, "seeds": [r["seed"] for r in runs],
+            "last": pooled([r["eval"]["last"] for r in runs]),
+            "best": pooled([r["eval"]["best"] for r in runs if r["eval"].get("best")]),
+            "params_total": runs[0]["cost"]["params_total"], "params_active": runs[0]["cost"]["params_active"],
+            "flops_per_chunk": runs[0]["cost"]["flops_per_chunk"],
+            "latency_b1_ms": statistics.median(r["cost"]["latency_b1_ms"] for r in runs),
+            "latency_device": f"{runs[0]['cost']['latency_device']} ({runs[0]['cost']['latency_threads']} thread"
+                              f"{'s' if runs[0]['cost']['latency_threads'] > 1 else ''})",
+            "steps": runs[0]["train"]["steps"],
+            "train_wall_s": statistics.fmean(r["train"]["wall_s"] for r in runs),
+            "store_sha256": sorted({r["store"].get("sha256") or "" for r in runs}),
+            "eval_seeds": sorted({r["eval"]["last"]["seeds"]["sha256"] for r in runs}),
+            "codebook": codebook or None,
+        })
+    return out
+
+
+# --- formatting -----------------------------------------------------------------------------------------
+def fmt_rate(s: dict[str, Any] | None) -> str:
+    if s is None:
+        return "—"
+    lo, hi = s["success_ci95"]
+    return f"{s['success_rate']:.2f} [{lo:.2f}, {hi:.2f}]"
+
+
+def fmt_count(x: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(x) >= scale:
+            return f"{x / scale:.3g}{unit}"
+    return f"{x:.0f}"
+
+
+def fmt_minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds < 3600 else f"{seconds / 3600:.2f} h"
+
+
+TABLE_COLUMNS = ("task", "policy", "success, last EMA [95% CI]", "success, best val [95% CI]", "episodes",
+                 "seeds", "per seed (last)", "params total / active", "FLOPs / chunk", "latency b=1",
+                 "steps", "train time / run")
+
+
+def table_lines(doc: dict[str, Any]) -> list[str]:
+    lines = ["| " + " | ".join(TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
+    for g in groups(doc):
+        last = g["last"]
+        cells = [g["task"], g["variant"], fmt_rate(last), fmt_rate(g["best"]), str(last["n_episodes"]),
+                 str(len(g["seeds"])), ", ".join(f"{r:.2f}" for r in last["per_seed"]),
+                 f"{fmt_count(g['params_total'])} / {fmt_count(g['params_active'])}",
+                 fmt_count(g["flops_per_chunk"]), f"{g['latency_b1_ms']:.1f} ms", str(g["steps"]),
+                 fmt_minutes(g["train_wall_s"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def per_task_lines(doc: dict[str, Any]) -> list[str]:
+    """Multitask suites: one row per env task, one column per (suite task, variant): last-EMA success."""
+    gs = [g for g in groups(doc) if len(g["last"]["per_task"]) > 1]
+    if not gs:
+        return []
+    label = (lambda g: g["variant"]) if len({g["task"] for g in gs}) == 1 else (lambda g: f"{g['task']} {g['variant']}")
+    names = list(dict.fromkeys(t for g in gs for t in g["last"]["per_task"]))
+    lines = ["| env task | " + " | ".join(label(g) for g in gs) + " |", "|" + "---|" * (len(gs) + 1)]
+    for t in names:
+        cells = [f"{s['success_rate']:.2f}" if (s := g["last"]["per_task"].get(t)) and s["n_episodes"] else "—"
+                 for g in gs]  # — : not evaluated (fewer episodes than tasks)
+        lines.append(f"| {t} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def codebook_lines(doc: dict[str, Any]) -> list[str]:
+    rows = []
+    for g in groups(doc):
+        for key, value in (g["codebook"] or {}).items():
+            camera, _, metric = key.rpartition("/")
+            rows.append(f"| {g['task']} | {g['variant']} | {camera} | {metric} | {value:.4g} |")
+    if not rows:
+        return []
+    return ["| task | policy | camera | metric (last logged, mean over seeds) | value |", "|---|---|---|---|---|",
+            *rows]
+
+
+def check_lines(doc: dict[str, Any]) -> list[str]:
+    """The protocol, checked: every policy of a task saw the same store and the same evaluation seeds."""
+    out = []
+    by_task: dict[str, list[dict[str, Any]]] = {}
+    for g in groups(doc):
+        by_task.setdefault(g["task"], []).append(g)
+    for task, gs in by_task.items():
+        stores = {s for g in gs for s in g["store_sha256"]}
+        seeds = {s for g in gs for s in g["eval_seeds"]}
+        ok = len(stores) == 1 and len(seeds) == 1
+        out.append(f"- {task}: {'same' if len(stores) == 1 else 'DIFFERENT'} demo store for every policy "
+                   f"(sha256 {', '.join(s[:12] for s in sorted(stores))}), "
+                   f"{'same' if len(seeds) == 1 else 'DIFFERENT'} evaluation seeds"
+                   f"{'' if ok else ' — the comparison is not like for like'}")
+    return out
+
+
+def has_heatmap(doc: dict[str, Any]) -> bool:
+    return bool(doc.get("multitask")) or any(len(g["last"]["per_task"]) > 1 for g in groups(doc))
+
+
+def render(doc: dict[str, Any], image_prefix: str = "", heading: str = "#") -> str:
+    """table.md (or, with another prefix and heading level, the README block) for one suite."""
+    spec = doc.get("budget_spec", {})
+    commits = sorted({f"{(r.get('git_commit') or '?')[:10]}{' (dirty)' if r.get('git_dirty') else ''}"
+                      for r in doc["runs"]})
+    commands = list(dict.fromkeys(i["command"] for i in doc.get("invocations", []) if i.get("command")))
+    parts = [f"{heading} {doc.get('suite', '?')} (budget={doc.get('budget', '?')})", "",
+             doc.get("description", ""), "",
+             f"Per run: {spec.get('steps')} steps of batch {spec.get('batch_size')}, "
+             f"{spec.get('eval_episodes')} evaluation episodes on held-out seeds from "
+             f"{doc.get('eval_seed_offset', 1_000_000):,} (the same for every policy). Success is pooled over "
+             "training seeds with a Wilson 95% interval; *last EMA* = checkpoints/last.ckpt, *best val* = the "
+             "top-1 checkpoint by val/loss. FLOPs per action chunk at batch 1; latency on "
+             f"{', '.join(sorted({g['latency_device'] for g in groups(doc)})) or '?'}.", "",
+             *table_lines(doc), ""]
+    parts += [f"![success per policy]({image_prefix}success.png)", ""]
+    if has_heatmap(doc):
+        parts += [f"![success per task]({image_prefix}heatmap.png)", ""]
+    if lines := per_task_lines(doc):
+        parts += ["Success per env task (last EMA weights, pooled over seeds):", "", *lines, ""]
+    if lines := codebook_lines(doc):
+        parts += ["Codebook usage (training logs):", "", *lines, ""]
+    parts += ["Protocol checks:", "", *check_lines(doc), "",
+              "Produced by " + (", ".join(f"`{c}`" for c in commands) or "?") + f" at {', '.join(commits) or '?'}.",
+              ""]
+    return "\n".join(parts)
+
+
+def write_report(out: Path, doc: dict[str, Any], write_doc: bool = True) -> dict[str, Path]:
+    """results.json (unless regenerating from it), table.md, success.png and, for multitask suites,
+    heatmap.png in `out`."""
+    from benchmarks.suite.plots import heatmap_plot, success_plot
+
+    paths: dict[str, Path] = {}
+    if write_doc:
+        paths["results"] = records.write_json(out / "results.json", doc)
+    if not doc["runs"]:
+        return paths
+    paths["success"] = success_plot(doc, out / "success.png")
+    if has_heatmap(doc):
+        paths["heatmap"] = heatmap_plot(doc, out / "heatmap.png")
+    (out / "table.md").write_text(render(doc))
+    paths["table"] = out / "table.md"
+    return paths

@@ -1,0 +1,317 @@
+"""Run a suite: per suite task one demo store shared by every policy, then per (task, variant, seed)
+`python train.py ...` and `python eval_rollouts.py ...` as subprocesses from the repo root, both the
+final EMA weights (checkpoints/last.ckpt) and the best-by-validation checkpoint, on the same held-out
+evaluation seeds for every policy.
+
+Layout of `out`:
+    datasets/<store>-<n>.zarr            generated once, reused by every run (hash in results.json)
+    runs/<task>/<variant>/seed<S>/       spec.json, train/ (the train.py run dir), eval-last/, eval-best/,
+                                         *.log (subprocess output), commands.jsonl, result.json
+    commands.jsonl                       every command run, with exit code, wall time and git commit
+    results.json  table.md  success.png  heatmap.png (multitask)
+
+Resume: a run whose result.json is complete is skipped; a training that stopped early continues with
+`resume=<run dir>`; an evaluation whose eval_info.json matches its checkpoint is kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from benchmarks.suite import records
+from benchmarks.suite.records import REPO
+from benchmarks.suite.suites import Budget, Suite, SuiteTask, Variant
+from envs.seeds import EVAL_SEED_START
+
+SCHEMA = 1
+EVAL_SEED_OFFSET = EVAL_SEED_START  # the first held-out seed, passed explicitly so every command shows it
+Executor = Callable[[list[str], Path], int]
+
+
+class SuiteError(RuntimeError):
+    """A problem the user can act on (a failed command, a run directory of another config): one message."""
+
+
+LIVE: set[subprocess.Popen] = set()  # the child running now, so that a SIGTERM to the suite reaches it
+STOP_TIMEOUT_S = 300  # how long an interrupted child may take to save its state (train.py: last.ckpt)
+
+
+def run_subprocess(argv: list[str], log_path: Path) -> int:
+    """Run from the repo root (train.py and eval_rollouts.py resolve conf/ and imports from there); the
+    output goes to `log_path`, appended, so a resumed training keeps its whole log."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        LIVE.add(proc)
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:
+            # Ctrl-C reached the child too (same process group), a SIGTERM is passed on (terminate_children):
+            # either way it saves and exits; killing it at once, as subprocess.run would, could lose the save.
+            try:
+                proc.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            raise
+        finally:
+            LIVE.discard(proc)
+
+
+def terminate_children(signum: int, frame: Any) -> None:
+    """SIGTERM handler of the suite: pass it on to the running command, then stop like Ctrl-C."""
+    for proc in list(LIVE):
+        proc.terminate()
+    raise KeyboardInterrupt
+
+
+def shown(path: Path) -> str:
+    """A path as a command line shows it: relative to the repo root (the cwd) when inside it."""
+    path = Path(path).resolve()
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
+def display(argv: list[str]) -> str:
+    return shlex.join(["python", *argv[1:]])
+
+
+def _tail(path: Path, n: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return ""
+
+
+class SuiteRunner:
+    def __init__(self, suite: Suite, budget: str = "cpu", policies: list[str] | None = None,
+                 seeds: list[int] | None = None, tasks: list[str] | None = None, out: str | Path | None = None,
+                 dry_run: bool = False,
+                 execute: Executor = run_subprocess, echo: Callable[[str], None] = print,
+                 command: str | None = None) -> None:
+        self.suite, self.budget_name = suite, budget
+        self.budget: Budget = suite.budget(budget)
+        self.variants: list[Variant] = suite.select(policies or ["mode", "dit", "cnn"])
+        self.seeds = tuple(seeds) if seeds else self.budget.seeds
+        self.tasks = suite.select_tasks(tasks)
+        self.out = Path(out or REPO / "outputs" / "suites" / f"{suite.name}-{budget}").resolve()
+        self.dry_run, self.execute, self.echo = dry_run, execute, echo
+        self.command = command
+        self.git = records.git_state()
+
+    # --- commands ----------------------------------------------------------------------------------
+    def launch(self, argv: list[str], log: Path, phase: str, run_dir: Path | None = None) -> None:
+        cmd = display(argv)
+        self.echo(f"$ {cmd}")
+        if self.dry_run:
+            return
+        t0, rc = time.time(), None
+        try:
+            rc = self.execute(argv, log)
+        finally:  # an interrupted command is logged too (rc null): its time counts in the run's wall time
+            rec = {"time": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t0)), "phase": phase,
+                   "command": cmd, "log": shown(log), "rc": rc, "wall_s": round(time.time() - t0, 2), **self.git}
+            records.append_jsonl(self.out / "commands.jsonl", rec)
+            if run_dir is not None:
+                records.append_jsonl(run_dir / "commands.jsonl", rec)
+        if rc != 0:
+            raise SuiteError(f"{phase} failed with exit code {rc}: {cmd}\n(last lines of {shown(log)}:)\n"
+                             f"{_tail(log)}\nfix the cause and rerun the same suite command: finished work is kept")
+
+    # --- demo stores ------------------------------------------------------------------------------
+    def store_path(self, task: SuiteTask) -> Path:
+        return self.out / "datasets" / f"{task.store}-{task.demos(self.budget)}.zarr"
+
+    def ensure_store(self, task: SuiteTask) -> dict[str, Any]:
+        """Generate the task's store unless it already holds enough episodes; its path, size and hash."""
+        from data.store import DemoStore, StoreError
+
+        path, n = self.store_path(task), task.demos(self.budget)
+        argv = [sys.executable, "-m", *task.generate, f"n_episodes={n}", f"out={shown(path)}"]
+
+        def count() -> int:
+            if not (path / "zarr.json").is_file():
+                return 0
+            try:
+                return DemoStore.open(path).n_episodes
+            except StoreError as err:
+                raise SuiteError(f"{shown(path)}: {err}; delete it and rerun to regenerate it") from None
+
+        if count() < n:
+            self.launch(argv, path.with_suffix(".log"), "generate")
+        if self.dry_run:
+            return {"path": path.relative_to(self.out).as_posix(), "n_episodes": n, "command": display(argv)}
+        have = count()
+        if have < n:
+            raise SuiteError(f"{shown(path)} holds {have} episodes after generation, {n} wanted; see "
+                             f"{shown(path.with_suffix('.log'))}")
+        return {"path": path.relative_to(self.out).as_posix(), "n_episodes": have,
+                "sha256": records.store_sha256(path), "command": display(argv)}
+
+    # --- one run ----------------------------------------------------------------------------------
+    def run_dir(self, task: SuiteTask, variant: Variant, seed: int) -> Path:
+        return self.out / "runs" / task.name / variant.name / f"seed{seed}"
+
+    def train_argv(self, task: SuiteTask, variant: Variant, seed: int, train_dir: Path) -> list[str]:
+        b = self.budget
+        return [sys.executable, "train.py", *variant.overrides(self.budget_name), *task.train_task,
+                f"task.dataset={shown(self.store_path(task))}", f"task.n_demos={task.demos(b)}",
+                *task.train_overrides, *b.train_overrides, f"seed={seed}", f"trainer.max_steps={b.steps}",
+                f"trainer.val_check_interval={b.val_check_interval}", f"data.batch_size={b.batch_size}",
+                "logger=csv", f"run_dir={shown(train_dir)}"]
+
+    def eval_argv(self, task: SuiteTask, ckpt: Path | str, out: Path) -> list[str]:
+        b = self.budget
+        return [sys.executable, "eval_rollouts.py", f"checkpoint={ckpt if isinstance(ckpt, str) else shown(ckpt)}",
+                f"out={shown(out)}", f"n_episodes={b.eval_episodes}", f"seed_offset={EVAL_SEED_OFFSET}",
+                f"workers={b.eval_workers}", "video.n=0", "logger=none", "progress=false",
+                *task.eval_overrides, *b.eval_overrides]
+
+    def config_hash(self, task: SuiteTask, variant: Variant, seed: int) -> str:
+        """What decides a run's numbers: its commands without the paths (which move with `out`)."""
+        paths = ("task.dataset=", "run_dir=", "checkpoint=", "out=")
+        train = [a for a in self.train_argv(task, variant, seed, Path("x"))[1:] if not a.startswith(paths)]
+        evals = [a for a in self.eval_argv(task, "x", Path("x"))[1:] if not a.startswith(paths)]
+        text = json.dumps({"train": train, "eval": evals, "store": [*task.generate, task.demos(self.budget)]})
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    def run_one(self, task: SuiteTask, variant: Variant, seed: int, store: dict[str, Any]) -> dict | None:
+        rdir = self.run_dir(task, variant, seed)
+        key, config_hash = f"{task.name}/{variant.name}/seed{seed}", self.config_hash(task, variant, seed)
+        spec = records.read_json(rdir / "spec.json")
+        if spec is not None and spec.get("config_hash") != config_hash:
+            raise SuiteError(f"{shown(rdir)} holds a run of another configuration (config hash "
+                             f"{spec.get('config_hash')}, this suite: {config_hash}); pass another out= or "
+                             "delete that directory")
+        done = records.read_json(rdir / "result.json")
+        if done and done.get("complete"):
+            self.echo(f"= {key}: finished earlier, kept")
+            return done
+        self.echo(f"> {key}")
+        train_dir, steps = rdir / "train", self.budget.steps
+        last = train_dir / "checkpoints" / "last.ckpt"
+        if not self.dry_run:
+            records.write_json(rdir / "spec.json", {"config_hash": config_hash, "key": key})
+        step = records.global_step(last)
+        if step is None or step < steps:
+            for stale in () if self.dry_run else ("eval-last", "eval-best"):  # of weights about to change
+                shutil.rmtree(rdir / stale, ignore_errors=True)
+            argv = self.train_argv(task, variant, seed, train_dir)
+            if step is not None:
+                argv.append(f"resume={shown(train_dir)}")
+            self.launch(argv, rdir / "train.out.log", "train", rdir)
+            if self.dry_run:
+                self.launch(self.eval_argv(task, last, rdir / "eval-last"), rdir / "eval-last.log", "eval")
+                best = "<the top-1 checkpoints/stepNNNNNN.ckpt by val/loss>"
+                self.launch(self.eval_argv(task, best, rdir / "eval-best"), rdir / "eval-best.log", "eval")
+                return None
+            step = records.global_step(last)
+            if step != steps:
+                raise SuiteError(f"{shown(train_dir)}: training ended at step {step}, not {steps}; see "
+                                 f"{shown(rdir / 'train.out.log')}")
+        evals = {"last": self.evaluate(task, rdir, "last", last, step)}
+        best = records.best_checkpoint(last)
+        if best is None:
+            evals["best"] = None
+        elif best["global_step"] == step:  # the same EMA weights as last.ckpt: the same numbers
+            evals["best"] = {**evals["last"], "checkpoint": best["path"].relative_to(self.out).as_posix(),
+                             "same_as": "last"}
+        else:
+            evals["best"] = self.evaluate(task, rdir, "best", best["path"], best["global_step"])
+        if best is not None:
+            evals["best"].update(monitor=best["monitor"], monitor_value=best["score"])
+        return self.finish(task, variant, seed, rdir, config_hash, store, step, evals)
+
+    def evaluate(self, task: SuiteTask, rdir: Path, which: str, ckpt: Path, step: int) -> dict[str, Any]:
+        out = rdir / f"eval-{which}"
+
+        def current() -> dict | None:  # an eval_info.json of exactly this checkpoint and budget
+            info = records.read_json(out / "eval_info.json")
+            if info and info.get("global_step") == step and Path(info.get("checkpoint", "")).name == ckpt.name \
+                    and info["aggregate"]["n_episodes"] == self.budget.eval_episodes:
+                return info
+            return None
+
+        argv = self.eval_argv(task, ckpt, out)
+        if current() is None:
+            self.launch(argv, rdir / f"eval-{which}.log", "eval", rdir)
+        info = current()
+        if info is None:
+            raise SuiteError(f"{shown(out)}: evaluation wrote no eval_info.json for {shown(ckpt)}; see "
+                             f"{shown(rdir / f'eval-{which}.log')}")
+        return {"checkpoint": ckpt.relative_to(self.out).as_posix(), "command": display(argv),
+                "eval_info": (out / "eval_info.json").relative_to(self.out).as_posix(),
+                **records.eval_summary(info)}
+
+    def finish(self, task: SuiteTask, variant: Variant, seed: int, rdir: Path, config_hash: str,
+               store: dict[str, Any], step: int, evals: dict[str, Any]) -> dict[str, Any]:
+        import torch
+
+        from benchmarks.suite.cost import codebook_metrics, policy_cost
+
+        train_dir = rdir / "train"
+        cmds = records.read_jsonl(rdir / "commands.jsonl")
+        trains = [c for c in cmds if c["phase"] == "train"]
+        device = "cuda" if self.budget_name == "gpu" and torch.cuda.is_available() else "cpu"
+        first = trains[0] if trains else self.git
+        result = {
+            "schema": SCHEMA, "complete": True, "suite": self.suite.name, "budget": self.budget_name,
+            "task": task.name, "variant": variant.name, "seed": seed, "config_hash": config_hash,
+            "git_commit": first.get("git_commit"), "git_dirty": first.get("git_dirty"),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "store": {k: store[k] for k in ("path", "n_episodes", "sha256")},
+            "train": {"run_dir": train_dir.relative_to(self.out).as_posix(), "steps": step,
+                      "commands": [c["command"] for c in trains], "segments": len(trains),
+                      "wall_s": round(sum(c["wall_s"] for c in trains), 1)},
+            "eval_wall_s": round(sum(c["wall_s"] for c in cmds if c["phase"] == "eval"), 1),
+            "cost": policy_cost(train_dir / "checkpoints" / "last.ckpt", device),
+            "codebook": codebook_metrics(train_dir),
+            "eval": evals,
+        }
+        records.write_json(rdir / "result.json", result)
+        s = evals["last"]
+        self.echo(f"  {task.name}/{variant.name}/seed{seed}: last {s['success_rate']:.2f} "
+                  f"({s['n_success']}/{s['n_episodes']})")
+        return result
+
+    # --- the suite --------------------------------------------------------------------------------
+    def definition(self) -> dict[str, Any]:
+        return {"suite": self.suite.name, "description": self.suite.description, "budget": self.budget_name,
+                "budget_spec": asdict(self.budget), "multitask": self.suite.multitask,
+                "tasks": [{"name": t.name, "store": t.store, "n_demos": t.demos(self.budget),
+                           "train_overrides": list(t.train_task + t.train_overrides)} for t in self.suite.tasks],
+                "variants": {v.name: list(v.overrides(self.budget_name)) for v in self.variants},
+                "eval_seed_offset": EVAL_SEED_OFFSET}
+
+    def run(self) -> dict[str, Any] | None:
+        """Everything the suite asks for that is not finished yet; returns the results document."""
+        from benchmarks.suite.results import collect, write_report
+
+        if not self.dry_run:
+            records.append_jsonl(self.out / "invocations.jsonl", {
+                "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "command": self.command, **self.git,
+                "policies": [v.name for v in self.variants], "seeds": list(self.seeds)})
+            records.write_json(self.out / "suite.json", self.definition())
+        stores: dict[str, dict[str, Any]] = {}
+        # Seed-major: a long suite has every (task, policy) at one seed before it starts the next seed.
+        for seed in self.seeds:
+            for task in self.tasks:
+                name = self.store_path(task).name
+                if name not in stores:
+                    stores[name] = self.ensure_store(task)
+                for variant in self.variants:
+                    self.run_one(task, variant, seed, stores[name])
+                    if not self.dry_run:
+                        write_report(self.out, collect(self.out))
+        return None if self.dry_run else collect(self.out)

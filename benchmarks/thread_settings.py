@@ -1,0 +1,168 @@
+"""Training steps/s of the default MoDE run under competing CPU load, per thread setting.
+
+  python -m benchmarks.thread_settings [--quick] [--save] [--steps 8] [--rounds 3] [--batch 256]
+
+PyTorch's default is one intra-op thread per core with OpenMP threads that spin while they wait; when
+another process takes a core, the spinning threads of the team wait on each other and a step can get
+many times slower. Settings (each a separate process, since OpenMP reads its environment once):
+  t2          2 threads (the default on this 2-core machine), OpenMP's default wait policy
+  t2-passive  2 threads, OMP_WAIT_POLICY=PASSIVE (waiting threads sleep instead of spinning)
+  t1          1 thread
+  free        threads = free cores at start-up (cores minus other runnable processes, see free_cores),
+              OMP_WAIT_POLICY=PASSIVE
+Loads: none (only what else runs on the machine), burn1 (one process spinning on one core), torch2 (a
+second PyTorch job: 2-thread GEMMs, default wait policy). The settings' processes are started together
+under each load and take turns (`--rounds` rounds of `--steps` steps each, one process stepping at a
+time), so every setting meets the same load; the median steps/s per setting is reported
+(metric steps_per_s), with ratio lines <setting>_vs_t2 (throughput_ratio).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+from benchmarks.common import LIFT_ACTION_DIM, LIFT_STATE, Recorder, lift_state_setup
+
+SETTINGS = {"t2": {"threads": "2"}, "t2-passive": {"threads": "2", "OMP_WAIT_POLICY": "PASSIVE"},
+            "t1": {"threads": "1"}, "free": {"threads": "free", "OMP_WAIT_POLICY": "PASSIVE"}}
+LOADS = {"none": [], "burn1": ["burn"], "torch2": ["torch2"]}
+
+
+def free_cores() -> int:
+    """Cores not taken by other runnable processes: cpu_count - (procs_running - 1), median of 9 looks at
+    /proc/stat over ~0.2 s (instantaneous; the load average lags by a minute). At least 1."""
+    seen = []
+    for _ in range(9):
+        with open("/proc/stat") as f:
+            running = next(int(line.split()[1]) for line in f if line.startswith("procs_running"))
+        seen.append(running - 1)  # this process is running while it looks
+        time.sleep(0.025)
+    return max(1, (os.cpu_count() or 1) - int(statistics.median(seen)))
+
+
+# --- the processes -----------------------------------------------------------------------------
+def worker(batch_size: int) -> None:
+    """Build the default MoDE training step, then answer each 'N' line on stdin with N steps' steps/s."""
+    import torch
+
+    from policies.base import Policy
+
+    threads = os.environ["BENCH_THREADS"]
+    torch.set_num_threads(free_cores() if threads == "free" else int(threads))
+    normalizer, shape_meta = lift_state_setup(1000)
+    policy = Policy.build("mode", {}, shape_meta, normalizer).train()
+    cfg = policy.cfg
+    opt = torch.optim.AdamW(policy.parameters(), lr=1e-4)
+    batch = {"obs": {k: torch.randn(batch_size, cfg.n_obs_steps, d) for k, d in LIFT_STATE.items()},
+             "action": torch.rand(batch_size, cfg.horizon, LIFT_ACTION_DIM) * 2 - 1,
+             "action_is_pad": torch.zeros(batch_size, cfg.horizon, dtype=torch.bool),
+             "task": torch.zeros(batch_size, dtype=torch.long), "goal": {}}
+
+    def step() -> None:
+        loss, _ = policy.compute_loss(batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    step()
+    print(json.dumps({"ready": True, "threads": torch.get_num_threads()}), flush=True)
+    for line in sys.stdin:
+        n = int(line)
+        t0 = time.perf_counter()
+        for _ in range(n):
+            step()
+        print(json.dumps({"steps_per_s": n / (time.perf_counter() - t0)}), flush=True)
+
+
+def burn() -> None:
+    while True:
+        pass
+
+
+def torch2() -> None:
+    import torch
+
+    torch.set_num_threads(2)
+    a = torch.randn(512, 512)
+    while True:
+        a @ a
+
+
+def _spawn(role: str, env: dict[str, str] | None = None, batch: int = 0) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "benchmarks.thread_settings", "--role", role, "--batch", str(batch)]
+    inherited = {k: v for k, v in os.environ.items()
+                 if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY")}  # the setting decides
+    return subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            env={**inherited, **(env or {})}, cwd=os.path.dirname(os.path.dirname(__file__)))
+
+
+def _ask(proc: subprocess.Popen, steps: int) -> float:
+    proc.stdin.write(f"{steps}\n")
+    proc.stdin.flush()
+    return json.loads(proc.stdout.readline())["steps_per_s"]
+
+
+def measure_load(load: str, args, rec: Recorder) -> None:
+    loads = [_spawn(role) for role in LOADS[load]]
+    workers: dict[str, subprocess.Popen] = {}
+    try:
+        time.sleep(1.0)  # the load is running before the settings pick their threads
+        for name, setting in SETTINGS.items():
+            env = {"BENCH_THREADS": setting["threads"], "OMP_NUM_THREADS": "1" if setting["threads"] == "1" else ""}
+            if "OMP_WAIT_POLICY" in setting:
+                env["OMP_WAIT_POLICY"] = setting["OMP_WAIT_POLICY"]
+            workers[name] = _spawn("worker", {k: v for k, v in env.items() if v}, args.batch)
+        threads = {name: json.loads(p.stdout.readline())["threads"] for name, p in workers.items()}
+        rates: dict[str, list[float]] = {name: [] for name in workers}
+        for _ in range(args.rounds):
+            for name, proc in workers.items():
+                rates[name].append(_ask(proc, args.steps))
+        ctx = {"load": load, "batch": args.batch, "steps": args.steps, "rounds": args.rounds,
+               "loadavg_1m": os.getloadavg()[0], "quick": args.quick}
+        med = {name: statistics.median(r) for name, r in rates.items()}
+        for name, value in med.items():
+            rec.emit(f"{name}-{load}", "steps_per_s", value, "steps/s", threads=threads[name],
+                     wait_policy=SETTINGS[name].get("OMP_WAIT_POLICY", "default"), **ctx)
+        for name in med:
+            if name != "t2":
+                rec.ratio(f"{name}_vs_t2-{load}", "throughput_ratio", med[name] / med["t2"], **ctx)
+    finally:
+        for proc in [*workers.values(), *loads]:
+            proc.kill()
+            proc.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="one load (burn1), 1 round of 2 steps, batch 64")
+    parser.add_argument("--save", action="store_true", help="write benchmarks/results/thread_settings-cpu.jsonl")
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--loads", default="none,burn1,torch2")
+    parser.add_argument("--role", default="main", choices=["main", "worker", "burn", "torch2"],
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.role != "main":
+        {"worker": lambda: worker(args.batch), "burn": burn, "torch2": torch2}[args.role]()
+        return
+    if args.quick:
+        args.steps, args.rounds, args.batch, args.loads = 2, 1, 64, "burn1"
+    rec = Recorder("thread_settings", save=args.save)
+    for load in args.loads.split(","):
+        if load not in LOADS:
+            raise SystemExit(f"unknown load {load!r}; choose from {', '.join(LOADS)}")
+        measure_load(load, args, rec)
+    path = rec.write()
+    if path:
+        print(f"# wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,280 @@
+"""The suite runner's bookkeeping on a tiny suite of two fake-env tasks with real subprocesses
+(`python -m tests.benchmarks.fake_demos`, `python train.py`, `python eval_rollouts.py`): result schema,
+identical demos and evaluation seeds across policies, best-by-validation checkpoints, the table and
+plots, the report command, and resume (a second invocation launches nothing; a half-finished training
+continues with resume=)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmarks.suite import __main__ as cli
+from benchmarks.suite.plots import heatmap_matrix
+from benchmarks.suite.records import load_checkpoint
+from benchmarks.suite.results import fmt_rate
+from benchmarks.suite.runner import SuiteError, SuiteRunner, run_subprocess, shown
+from benchmarks.suite.suites import SUITES, Budget, Suite, SuiteTask, Variant
+from rollouts.stats import wilson_interval
+from tests.training.helpers import TINY
+
+FACTORY = "tests.benchmarks.fake_demos:make_env"
+COMMON = ("task=lift", "task.obs_keys=[state]", "data.val_batch_size=8", "data.val_ratio=0.34",
+          "optim.warmup_steps=2")
+
+
+def tiny_variant(policy: str) -> Variant:
+    return Variant(policy, lambda budget: (f"policy={policy}", *TINY[policy], "policy.horizon=4",
+                                           "policy.n_action_steps=2"))
+
+
+def tiny_suite(steps: int = 4) -> Suite:
+    tasks = (
+        SuiteTask("one", (*COMMON, "task.name=one"), "fake-a", ("tests.benchmarks.fake_demos", "tasks=a"), 6),
+        # checkpoint.mode=max ranks the *worst* validation loss first, so that "best" is usually not the
+        # last step and gets an evaluation of its own.
+        SuiteTask("two", (*COMMON, "task.name=two"), "fake-ab", ("tests.benchmarks.fake_demos", "tasks=a,b"), 6,
+                  n_env_tasks=2, train_overrides=("checkpoint.mode=max",)),
+    )
+    budget = Budget(steps=steps, batch_size=8, eval_episodes=4, seeds=(0,), val_check_interval=2, eval_workers=1,
+                    train_overrides=("trainer=smoke",), eval_overrides=(f"env_factory={FACTORY}",))
+    return Suite("tiny", "two fake tasks", tasks, {"smoke": budget}, multitask=True,
+                 variants={"mode": tiny_variant("mode"), "dit": tiny_variant("dit")})
+
+
+def runner(out: Path, launched: list, steps: int = 4) -> SuiteRunner:
+    def counting(argv, log):
+        launched.append(argv)
+        return run_subprocess(argv, log)
+
+    return SuiteRunner(tiny_suite(steps), "smoke", ["mode", "dit"], out=out, execute=counting,
+                       echo=lambda line: None, command="python -m benchmarks.suite tiny budget=smoke")
+
+
+@pytest.fixture(scope="module")
+def suite_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("suite")
+    launched: list = []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OMP_NUM_THREADS", "1")
+        doc = runner(out, launched).run()
+    torch.set_num_threads(threads)
+    return out, doc, launched
+
+
+def runs_by(doc):
+    return {(r["task"], r["variant"]): r for r in doc["runs"]}
+
+
+def test_result_schema_and_numbers(suite_run) -> None:
+    out, doc, launched = suite_run
+    assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(doc))
+    assert doc["suite"] == "tiny" and doc["budget"] == "smoke" and doc["multitask"] is True
+    assert list(runs_by(doc)) == [("one", "mode"), ("one", "dit"), ("two", "mode"), ("two", "dit")]
+    phases = [a[1] if a[1].endswith(".py") else a[2] for a in launched]
+    assert phases.count("tests.benchmarks.fake_demos") == 2  # one store per suite task, not per policy
+    assert phases.count("train.py") == 4
+    logged = [json.loads(line)["command"] for line in (out / "commands.jsonl").read_text().splitlines()]
+    assert len(logged) == len(launched) and all(c.startswith("python ") for c in logged)
+    for r in doc["runs"]:
+        assert re.fullmatch(r"[0-9a-f]{12}", r["config_hash"]) and r["complete"] is True
+        assert r["git_commit"] is None or re.fullmatch(r"[0-9a-f]{40}", r["git_commit"])
+        assert r["train"]["steps"] == 4 and r["train"]["segments"] == 1 and r["train"]["wall_s"] > 0
+        assert r["train"]["commands"][0].startswith(f"python train.py policy={r['variant']} ")
+        cost = r["cost"]
+        assert cost["params_total"] >= cost["params_active"] > 0
+        assert cost["flops_per_chunk"] > 0 and cost["latency_b1_ms"] > 0
+        assert r["codebook"] is None  # no codebook in these policies: nothing logged
+        last = r["eval"]["last"]
+        assert last["n_episodes"] == 4 and last["global_step"] == 4
+        assert last["success_ci95"] == pytest.approx(list(wilson_interval(last["n_success"], 4)))
+        assert (out / last["eval_info"]).is_file() and last["command"].startswith("python eval_rollouts.py ")
+    # The fake env: task a succeeds on every seed, task b never (tests/benchmarks/fake_demos.py).
+    assert runs_by(doc)["one", "mode"]["eval"]["last"]["n_success"] == 4
+    two = runs_by(doc)["two", "dit"]["eval"]["last"]
+    assert two["n_success"] == 2 and two["per_task"]["a"]["n_success"] == 2 and two["per_task"]["b"]["n_success"] == 0
+
+
+def test_policies_share_demos_and_evaluation_seeds(suite_run) -> None:
+    out, doc, _ = suite_run
+    by = runs_by(doc)
+    for task in ("one", "two"):
+        mode, dit = by[task, "mode"], by[task, "dit"]
+        assert mode["store"] == dit["store"] and len(mode["store"]["sha256"]) == 64
+        configs = [(out / r["train"]["run_dir"] / "config.yaml").read_text() for r in (mode, dit)]
+        datasets = [re.search(r"dataset: (\S+)", c).group(1) for c in configs]
+        assert datasets[0] == datasets[1] and datasets[0].endswith(mode["store"]["path"])
+        seeds = [[e["seed"] for e in json.loads((out / r["eval"]["last"]["eval_info"]).read_text())["episodes"]]
+                 for r in (mode, dit)]
+        assert seeds[0] == seeds[1] == [1_000_000, 1_000_001, 1_000_002, 1_000_003]
+    assert by["one", "mode"]["store"] != by["two", "mode"]["store"]
+
+
+def test_best_checkpoint_is_the_top1_by_validation(suite_run) -> None:
+    out, doc, _ = suite_run
+    for (task, _variant), r in runs_by(doc).items():
+        ckpts = sorted((out / r["train"]["run_dir"] / "checkpoints").glob("step*.ckpt"))
+        scores = {}
+        for p in ckpts:
+            state = next(v for k, v in load_checkpoint(p)["callbacks"].items() if k.startswith("ModelCheckpoint"))
+            scores[p.name] = float(state["current_score"])
+        pick = max if task == "two" else min  # task two ranks with checkpoint.mode=max
+        want = pick(scores, key=scores.get)
+        best = r["eval"]["best"]
+        assert Path(best["checkpoint"]).name == want and best["monitor"] == "val/loss"
+        assert best["monitor_value"] == pytest.approx(scores[want])
+        step = load_checkpoint(out / best["checkpoint"])["global_step"]
+        if step == 4:  # the same weights as last.ckpt: its evaluation is reused, not repeated
+            assert best["same_as"] == "last" and best["n_success"] == r["eval"]["last"]["n_success"]
+        else:
+            info = json.loads((out / best["eval_info"]).read_text())
+            assert info["global_step"] == step and best["global_step"] == step and "same_as" not in best
+    assert any("same_as" not in r["eval"]["best"] for r in doc["runs"])  # task two evaluated a best of its own
+
+
+def parse_table(text: str) -> dict[tuple[str, str], dict[str, str]]:
+    lines = [line for line in text.splitlines() if line.startswith("| task | policy |")]
+    start = text.splitlines().index(lines[0])
+    rows, header = {}, [c.strip() for c in lines[0].strip("|").split("|")]
+    for line in text.splitlines()[start + 2:]:
+        if not line.startswith("|"):
+            break
+        cells = dict(zip(header, (c.strip() for c in line.strip("|").split("|"))))
+        rows[cells["task"], cells["policy"]] = cells
+    return rows
+
+
+def test_table_and_plots(suite_run, tmp_path, capsys) -> None:
+    out, doc, _ = suite_run
+    rows = parse_table((out / "table.md").read_text())
+    assert list(rows) == [("one", "mode"), ("one", "dit"), ("two", "mode"), ("two", "dit")]
+    for key, r in runs_by(doc).items():
+        assert rows[key]["success, last EMA [95% CI]"] == fmt_rate(r["eval"]["last"])
+        assert rows[key]["episodes"] == "4" and rows[key]["seeds"] == "1" and rows[key]["steps"] == "4"
+    assert rows["one", "mode"]["success, last EMA [95% CI]"] == "1.00 [0.51, 1.00]"
+    assert rows["two", "dit"]["success, last EMA [95% CI]"] == "0.50 [0.15, 0.85]"
+    policies, columns, matrix = heatmap_matrix(doc)
+    assert policies == ["mode", "dit"] and columns == ["one", "two/a", "two/b"]
+    assert matrix.shape == (2, 3) and matrix.tolist() == [[1.0, 1.0, 0.0], [1.0, 1.0, 0.0]]
+    assert "| b | 0.00 | 0.00 |" in (out / "table.md").read_text()  # the per-task table of task two
+    # report regenerates everything from a committed results.json alone
+    committed = tmp_path / "committed"
+    committed.mkdir()
+    shutil.copy(out / "results.json", committed / "results.json")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n{cli.BEGIN}\nold\n{cli.END}\ntail\n")
+    assert cli.main(["report", str(committed), "--markdown", "--readme", str(readme)]) == 0
+    for name in ("table.md", "success.png", "heatmap.png"):
+        assert (committed / name).is_file()
+    assert (committed / "success.png").read_bytes()[:4] == b"\x89PNG"
+    assert parse_table((committed / "table.md").read_text()) == rows
+    printed = capsys.readouterr().out
+    assert "### tiny (budget=smoke)" in printed and "| one | mode | 1.00 [0.51, 1.00] |" in printed
+    text = readme.read_text()
+    assert "old" not in text and text.endswith(f"{cli.END}\ntail\n") and "(committed/success.png)" in text
+    readme.write_text("no markers\n")
+    assert cli.main(["report", str(committed), "--readme", str(readme)]) == 2
+    assert "has no <!-- suite-results:begin -->" in capsys.readouterr().err
+
+
+def test_second_invocation_redoes_nothing(suite_run) -> None:
+    out, doc, _ = suite_run
+    launched: list = []
+    again = runner(out, launched).run()
+    assert launched == [] and again["runs"] == doc["runs"]
+    with pytest.raises(SuiteError, match="holds a run of another configuration"):
+        runner(out, launched, steps=6).run()
+    assert launched == []
+
+
+def test_half_finished_training_resumes(suite_run, monkeypatch) -> None:
+    out, doc, _ = suite_run
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    rdir = out / "runs" / "one" / "mode" / "seed0"
+    (rdir / "result.json").unlink()
+    ckpts = rdir / "train" / "checkpoints"
+    # What a run killed after step 2 leaves: last.ckpt as Lightning saved it at step 2 (the step-2 checkpoint
+    # whose ModelCheckpoint state names last.ckpt, as the state inside a saved last.ckpt does), no step 4.
+    ckpt = torch.load(ckpts / "step000002.ckpt", weights_only=True)
+    state = next(v for k, v in ckpt["callbacks"].items() if k.startswith("ModelCheckpoint"))
+    state["last_model_path"] = str(ckpts / "last.ckpt")
+    torch.save(ckpt, ckpts / "last.ckpt")
+    (ckpts / "step000004.ckpt").unlink(missing_ok=True)
+    launched: list = []
+    again = runner(out, launched).run()
+    trains = [a for a in launched if a[1] == "train.py"]
+    assert len(trains) == 1 and trains[0][-1] == f"resume={shown(rdir / 'train')}"
+    assert all(a[1] in ("train.py", "eval_rollouts.py") for a in launched)
+    r = runs_by(again)["one", "mode"]
+    assert r["train"]["steps"] == 4 and r["train"]["segments"] == 2
+    assert load_checkpoint(ckpts / "last.ckpt")["global_step"] == 4
+
+
+def test_command_line_errors(capsys) -> None:
+    assert cli.main(["no-such-suite"]) == 2
+    assert "unknown suite 'no-such-suite'; choose from robosuite-state" in capsys.readouterr().err
+    assert cli.main(["mt50-state", "policies=mode,transformer", "dry_run=true"]) == 2
+    assert "unknown policy 'transformer' for suite mt50-state" in capsys.readouterr().err
+    assert cli.main(["mt50-state", "budget=tpu"]) == 2
+    assert "has no budget 'tpu'; choose from cpu, gpu, smoke" in capsys.readouterr().err
+    assert cli.main(["mt50-state", "steps=3"]) == 2
+    assert "key one of policies, seeds, budget, tasks, out, dry_run; got 'steps=3'" in capsys.readouterr().err
+    assert [v.name for v in SUITES["mt50-image"].select(["mode", "dit"])] == ["mode", "mode-codebook",
+                                                                               "mode-linear", "dit"]
+
+
+def test_every_suite_command_composes(tmp_path) -> None:
+    """What each suite would run is a valid train.py / eval_rollouts.py command line (Hydra composes it:
+    every group option and key exists), and a dry run prints it without writing anything."""
+    from hydra import compose, initialize_config_dir
+
+    trains: dict[tuple, list[str]] = {}  # one command per (budget, variant) and per (suite task): the rest
+    evals: dict[str, list[str]] = {}     # differ from these only in paths and seeds
+    for suite in SUITES.values():
+        for budget in suite.budgets:
+            lines: list[str] = []
+            out = tmp_path / f"{suite.name}-{budget}"
+            variants = ["mode", "dit", "dit-total", "cnn"]
+            SuiteRunner(suite, budget, variants, seeds=[0], out=out, dry_run=True, echo=lines.append).run()
+            assert not out.exists()
+            commands = [shlex.split(line[2:]) for line in lines if line.startswith("$ ")]
+            assert sum(c[1:3] == ["-m", "data.generate"] for c in commands) == len({t.store for t in suite.tasks})
+            train = [c[2:] for c in commands if c[1] == "train.py"]
+            n_variants = len(variants) + sum(len(v) for v in suite.extras.values())
+            assert len(train) == len(suite.tasks) * n_variants
+            assert sum(c[1] == "eval_rollouts.py" for c in commands) == 2 * len(train)
+            for argv in train:
+                trains.setdefault((budget, argv[0], *[a for a in argv if a.startswith("policy.codebook")]), argv)
+                task_keys = [a for a in argv if a.startswith(("task", "data.max")) and a.partition("=")[0]
+                             not in ("task.dataset", "task.n_demos")]
+                trains.setdefault(tuple(task_keys), argv)
+            evals[budget] = next(c[2:] for c in commands if c[1] == "eval_rollouts.py")
+    conf = str(Path(__file__).resolve().parents[2] / "conf")
+    with initialize_config_dir(config_dir=conf, version_base="1.3"):
+        for argv in trains.values():
+            steps = int(next(a for a in argv if a.startswith("trainer.max_steps=")).partition("=")[2])
+            assert compose(config_name="config", overrides=argv).trainer.max_steps == steps
+        for argv in evals.values():
+            cfg = compose(config_name="eval", overrides=[a for a in argv if not a.startswith("checkpoint=")])
+            assert cfg.seed_offset == 1_000_000 and cfg.video.n == 0
+
+
+def test_codebook_metrics_are_the_last_logged_values(tmp_path) -> None:
+    from benchmarks.suite.cost import codebook_metrics
+
+    csv_dir = tmp_path / "csv"
+    csv_dir.mkdir()
+    (csv_dir / "metrics.csv").write_text(
+        "epoch,step,train/codebook/cam_image/perplexity,train/codebook/cam_image/dead_codes,val/loss\n"
+        "0,4,250.5,0.0,\n0,9,,,0.7\n0,14,120.25,3.0,\n0,19,,,0.5\n")
+    assert codebook_metrics(tmp_path) == {"cam_image/perplexity": 120.25, "cam_image/dead_codes": 3.0}
+    (csv_dir / "metrics.csv").write_text("epoch,step,train/loss\n0,4,1.0\n")
+    assert codebook_metrics(tmp_path) is None and codebook_metrics(tmp_path / "nowhere") is None
