@@ -14,8 +14,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import kernels
-
 
 @torch.no_grad()
 def expert_weights_vs_sigma(policy: torch.nn.Module, n_sigmas: int = 64, sigma_min: float = 1e-3,
@@ -26,14 +24,11 @@ def expert_weights_vs_sigma(policy: torch.nn.Module, n_sigmas: int = 64, sigma_m
     if not moes:
         raise ValueError(f"{type(policy).__name__} has no sparse expert layers to plot")
     sigmas = np.exp(np.linspace(math.log(sigma_min), math.log(sigma_max), n_sigmas))
-    c_noise = torch.tensor(np.log(sigmas) / 4, dtype=net.pos.dtype, device=net.pos.device)
-    emb = net.noise_emb(c_noise)
-    out = []
-    for moe in moes:
-        ids, weights, _ = kernels.route(moe.router(emb), moe.top_k, training=False)
-        dense = torch.zeros(len(sigmas), moe.w13.shape[0], device=emb.device)
-        out.append(dense.scatter_(1, ids, weights.float()).cpu().numpy())
-    return sigmas, np.stack(out)
+    table = net.plan_routes(sigmas.tolist())  # the expert cache's own routing: ids / weights [S, L, k]
+    n_experts = moes[0].w13.shape[0]
+    dense = torch.zeros(len(sigmas), len(moes), n_experts, device=table.weights.device)
+    dense.scatter_(2, table.ids.long(), table.weights.float())
+    return sigmas, dense.transpose(0, 1).cpu().numpy()
 
 
 def _pyplot():
