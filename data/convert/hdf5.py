@@ -9,6 +9,7 @@ are oriented and which task each file holds.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -49,6 +50,21 @@ def text_attr(attrs: h5py.AttributeManager, key: str) -> str | None:
         return None
     value = attrs[key]
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def json_attr(attrs: h5py.AttributeManager, key: str, path: str, missing: str, needs: str) -> dict:
+    """data.attrs[key] parsed as a JSON object holding the string field `needs`; `missing` says what the
+    absence of the attribute means for this format."""
+    text = text_attr(attrs, key)
+    if text is None:
+        raise ConvertError(f"{path}: data.attrs['{key}'] is missing; {missing}")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ConvertError(f"{path}: data.attrs['{key}'] is not valid JSON ({err})") from None
+    if not isinstance(value, dict) or not isinstance(value.get(needs), str):
+        raise ConvertError(f"{path}: data.attrs['{key}'] has no {needs}")
+    return value
 
 
 def demo_names(f: h5py.File, path: str, filter: str | None = None) -> list[str]:

@@ -15,14 +15,13 @@ and stored as `<camera>_image`. No LIBERO simulator exists here, so tasks have n
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from data.convert.hdf5 import DemoHdf5Reader, text_attr
+from data.convert.hdf5 import DemoHdf5Reader, json_attr, text_attr
 from data.convert.source import ConvertError, SourceTask
 
 FLIPS = ("vertical", "rot180", "none")
@@ -68,16 +67,9 @@ class LiberoReader(DemoHdf5Reader):
     def _setup(self) -> None:
         self.problem_info, self.flips = [], []
         for path, f in zip(self.paths, self._files):
-            text = text_attr(f["data"].attrs, "problem_info")
-            if text is None:
-                raise ConvertError(f"{path}: data.attrs['problem_info'] is missing; LIBERO files hold the task's "
-                                   "language_instruction there (a robomimic file converts with format=robomimic)")
-            try:
-                info = json.loads(text)
-            except json.JSONDecodeError as err:
-                raise ConvertError(f"{path}: data.attrs['problem_info'] is not valid JSON ({err})") from None
-            if not isinstance(info, dict) or not isinstance(info.get("language_instruction"), str):
-                raise ConvertError(f"{path}: data.attrs['problem_info'] has no language_instruction")
+            info = json_attr(f["data"].attrs, "problem_info", path, "LIBERO files hold the task's "
+                             "language_instruction there (a robomimic file converts with format=robomimic)",
+                             needs="language_instruction")
             self.problem_info.append(info)
             convention = text_attr(f["data"].attrs, "macros_image_convention")
             self.flips.append("none" if convention == "opencv" else self.flip)

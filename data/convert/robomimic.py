@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from data.convert.hdf5 import DemoHdf5Reader, text_attr
+from data.convert.hdf5 import DemoHdf5Reader, json_attr, text_attr
 from data.convert.source import ConvertError, SourceTask
 
 ROBOMIMIC_TO_STORE = {"object": "object-state"}
@@ -28,17 +28,8 @@ EXPORT_ATTR = "mode_il"  # written by data.export: the store's own task list, fo
 
 
 def load_env_args(attrs, path: str) -> dict[str, Any]:
-    text = text_attr(attrs, "env_args")
-    if text is None:
-        raise ConvertError(f"{path}: data.attrs['env_args'] is missing; robomimic files describe their env there "
-                           "(a file without it is not a robomimic dataset)")
-    try:
-        env_args = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ConvertError(f"{path}: data.attrs['env_args'] is not valid JSON ({err})") from None
-    if not isinstance(env_args, dict) or not isinstance(env_args.get("env_name"), str):
-        raise ConvertError(f"{path}: data.attrs['env_args'] has no env_name")
-    return env_args
+    return json_attr(attrs, "env_args", path, "robomimic files describe their env there (a file without it is "
+                     "not a robomimic dataset)", needs="env_name")
 
 
 def controller_type(configs: Any) -> str | None:
