@@ -81,8 +81,7 @@ class StepProgressBar(TQDMProgressBar):
         bar = self.train_progress_bar
         if bar is not None and self._should_update(trainer.global_step, bar.total):
             bar.n = trainer.global_step
-            bar.set_postfix(self.get_metrics(trainer, pl_module))
-            bar.refresh()
+            bar.set_postfix(self.get_metrics(trainer, pl_module))  # refreshes the bar
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         pass  # the bar lives across epochs

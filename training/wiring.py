@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +85,9 @@ def build_trainer(cfg: dict[str, Any], run_dir: Path, logger, extra_callbacks: l
     callbacks = [checkpoint, SaveOnInterrupt(run_dir / LAST),
                  PeriodicCheckpoint(run_dir / LAST, c["every_n_steps"], c["every_n_minutes"]),
                  StepLog(t["print_every_n_steps"]), RunPictures(run_dir, t["log_every_n_steps"]), *extra_callbacks]
-    if t["enable_progress_bar"]:
+    # A bar redrawn every step only floods a log file or CI; there, StepLog's plain lines say the same.
+    progress_bar = bool(t["enable_progress_bar"]) and sys.stderr.isatty()
+    if progress_bar:
         callbacks.append(StepProgressBar())
     return L.Trainer(
         default_root_dir=str(run_dir), max_steps=t["max_steps"], accelerator=t["accelerator"],
@@ -92,7 +95,7 @@ def build_trainer(cfg: dict[str, Any], run_dir: Path, logger, extra_callbacks: l
         precision=resolve_precision(str(t["precision"])), gradient_clip_val=t["gradient_clip_val"],
         val_check_interval=t["val_check_interval"], check_val_every_n_epoch=None,
         limit_val_batches=t["limit_val_batches"], log_every_n_steps=t["log_every_n_steps"],
-        enable_progress_bar=t["enable_progress_bar"], deterministic=t["deterministic"], logger=logger,
+        enable_progress_bar=progress_bar, deterministic=t["deterministic"], logger=logger,
         callbacks=callbacks,
         use_distributed_sampler=False,  # StepBatchSampler splits batches across ranks itself
         num_sanity_val_steps=0,
