@@ -6,16 +6,21 @@ A Hydra main and nothing else: the run itself is training/run.py.
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+# Before torch starts OpenMP: waiting threads sleep instead of spinning, so a second job on the machine
+# does not slow a step several-fold (training/threads.py).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from training.errors import USER_ERRORS
-from training.hydra_configs import register_policy_defaults
-from training.run import train
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import hydra  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+from training.errors import USER_ERRORS  # noqa: E402
+from training.hydra_configs import register_policy_defaults  # noqa: E402
+from training.run import train  # noqa: E402
 
 register_policy_defaults()  # conf/policy/*.yaml start from the dataclasses' defaults
 

@@ -26,4 +26,10 @@ rm -f "$OUT/kernels-gpu.jsonl"
 timeout 270 "$PY" benchmarks/kernels.py --out "$OUT/kernels-gpu.jsonl" 2> >(tee "$OUT/bench_stderr.log" >&2)
 bench_rc=$?
 echo "[gpu_check] benchmark exit $bench_rc after $(($(date +%s) - t0)) s"
-[ "$tests_rc" -eq 0 ] && [ "$bench_rc" -eq 0 ]
+# Inference paths on the GPU (cached variants, compiled, graph-captured, bf16/int8), then their speed.
+"$PY" -m pytest -q tests/policies/test_inference_paths.py tests/kernels/test_cached_variants.py
+paths_rc=$?
+timeout 240 "$PY" -m benchmarks.inference --device cuda --sizes small,paper > "$OUT/inference-gpu.jsonl"
+infer_rc=$?
+echo "[gpu_check] inference tests exit $paths_rc, benchmark exit $infer_rc after $(($(date +%s) - t0)) s"
+[ "$tests_rc" -eq 0 ] && [ "$bench_rc" -eq 0 ] && [ "$paths_rc" -eq 0 ] && [ "$infer_rc" -eq 0 ]

@@ -78,5 +78,6 @@ def markdown_table(path: Path | None = None) -> str:
             "|" + "---|" * (len(columns) + 1)]
     out += [f"| {name} | " + " | ".join(v.get(c, "—") for c in columns) + " |" for name, v in ratios.items()]
     if any("*" in x for v in ratios.values() for x in v.values()):
-        out.append("\n\\* chained through mode-cached, timed in both interleaved groups")
+        out.append("\n\\* the original timed in interleaved groups of its own with mode-cached (its cache fits only "
+                   "beside MoDE alone), the ratio chained through mode-cached")
     return "\n".join(out)

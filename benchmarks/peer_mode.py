@@ -148,9 +148,9 @@ def build_peer(args, size: str, mode, device: str, rec: Recorder, ctx: dict):
         print(f"# peer skipped at size {size}: the original's experts have hidden 4 x width, "
               f"not {cfg.expert_hidden}", flush=True)
         return None
-    # its weights (about ours: the same experts and attention) + its cache, with 3 GB to spare
+    # its weights (about ours: the same experts and attention) + its cache, with 2 GB to spare
     need = peer_cache_mb(mode) + sum(p.numel() for p in mode.parameters()) * 4 / 2**20
-    if need > available_mb(device) - 3072:
+    if need > available_mb(device) - 2048:
         print(f"# peer skipped at size {size}: it needs ~{need / 1024:.1f} GB (its cache ~"
               f"{peer_cache_mb(mode) / 1024:.1f} GB), {available_mb(device) / 1024:.1f} GB available", flush=True)
         return None

@@ -28,22 +28,11 @@ import sys
 import time
 
 from benchmarks.common import LIFT_ACTION_DIM, LIFT_STATE, Recorder, lift_state_setup
+from training.threads import free_cores
 
 SETTINGS = {"t2": {"threads": "2"}, "t2-passive": {"threads": "2", "OMP_WAIT_POLICY": "PASSIVE"},
             "t1": {"threads": "1"}, "free": {"threads": "free", "OMP_WAIT_POLICY": "PASSIVE"}}
 LOADS = {"none": [], "burn1": ["burn"], "torch2": ["torch2"]}
-
-
-def free_cores() -> int:
-    """Cores not taken by other runnable processes: cpu_count - (procs_running - 1), median of 9 looks at
-    /proc/stat over ~0.2 s (instantaneous; the load average lags by a minute). At least 1."""
-    seen = []
-    for _ in range(9):
-        with open("/proc/stat") as f:
-            running = next(int(line.split()[1]) for line in f if line.startswith("procs_running"))
-        seen.append(running - 1)  # this process is running while it looks
-        time.sleep(0.025)
-    return max(1, (os.cpu_count() or 1) - int(statistics.median(seen)))
 
 
 # --- the processes -----------------------------------------------------------------------------

@@ -10,6 +10,14 @@ import torch
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# The suite builds and frees many MuJoCo render contexts in one process; under OSMesa that combination
+# (hard resets, video encoding, many envs) intermittently crashed in OSMesa itself. Mesa's EGL renders on
+# the CPU just as well (README) and stayed stable, so the tests use it where it is installed.
+if "MUJOCO_GL" not in os.environ:
+    import ctypes.util
+
+    if ctypes.util.find_library("EGL"):
+        os.environ["MUJOCO_GL"] = "egl"
 
 from training.hydra_configs import register_policy_defaults  # noqa: E402
 

@@ -45,6 +45,7 @@ VAL_BATCHES: tuple[Callable[[Any], bool], str] = (
 
 TRAIN_RULES: list[tuple[str, tuple[Callable[[Any], bool], str]]] = [
     ("seed", INT_NONNEG),
+    ("threads", (lambda v: v == "auto" or (_is_int(v) and v > 0), "auto or an integer > 0")),
     ("data.batch_size", INT_POS), ("data.val_batch_size", INT_POS), ("data.num_workers", INT_NONNEG),
     ("data.val_ratio", UNIT_OPEN), ("data.split_seed", INT_NONNEG), ("data.max_train_episodes", OPT_INT_POS),
     ("data.cache_mb", NUM_NONNEG),

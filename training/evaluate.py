@@ -57,6 +57,13 @@ def evaluate(cfg: DictConfig | dict[str, Any], command: str | None = None) -> di
     ckpt_path, ckpt, tasks = _checkpoint(cfg)
     device = pick_device(cfg["device"])
     policy = _build_policy(ckpt, ckpt_path, device)
+    if cfg["precision"] != "fp32":
+        from policies.quantize import quantize_policy
+
+        try:
+            policy = quantize_policy(policy, cfg["precision"])
+        except ValueError as err:
+            raise EvalError(str(err)) from None
     out = Path(cfg["out"] or checkpoint.run_dir_of(ckpt_path) / "eval" / time.strftime("%Y-%m-%d_%H-%M-%S"))
     options = options.replace(device=str(device), video={"dir": _writable(out, options.video.n)})
     demo_seeds = ckpt["dataset"].get("demo_seeds")

@@ -21,7 +21,7 @@ TINY = {
 
 def compose_cfg(store_path: str, policy: str = "mode", extra: list[str] | None = None) -> dict:
     overrides = [
-        f"policy={policy}", "trainer=smoke", "logger=none", f"task.dataset={store_path}",
+        f"policy={policy}", "threads=1", "trainer=smoke", "logger=none", f"task.dataset={store_path}",
         "task.obs_keys=[robot0_eef_pos,object]", "task.n_demos=1", "data.batch_size=8",
         "data.val_batch_size=8", "data.val_ratio=0.25", "optim.warmup_steps=2", "policy.horizon=8",
         "policy.n_action_steps=4", *TINY.get(policy, []), *(extra or []),
