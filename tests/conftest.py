@@ -16,7 +16,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 if "MUJOCO_GL" not in os.environ:
     import ctypes.util
 
-    if ctypes.util.find_library("EGL"):
+    if ctypes.util.find_library("EGL") and ctypes.util.find_library("EGL_mesa"):  # Mesa's CPU driver
         os.environ["MUJOCO_GL"] = "egl"
 
 from training.hydra_configs import register_policy_defaults  # noqa: E402
