@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from data.cli_args import key_values, parse_bool
 from data.store import DemoStore, StoreError, is_image_key
 
 OWN_KEYS = ("action", "states", "reward", "done")  # store keys that are not observations
@@ -172,13 +173,13 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(usage, file=sys.stderr)
         return 2
-    args: dict[str, Any] = {}
-    for item in argv[1:]:
-        key, sep, text = item.partition("=")
-        if not sep or key not in ("out", "format", "task", "next_obs"):
-            print(f"error: bad argument {item!r}; {usage}", file=sys.stderr)
-            return 2
-        args[key] = text.lower() in ("true", "1", "yes") if key == "next_obs" else text
+    try:
+        args: dict[str, Any] = key_values(argv[1:], ("out", "format", "task", "next_obs"), usage)
+        if "next_obs" in args:
+            args["next_obs"] = parse_bool("next_obs", args["next_obs"])
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if "out" not in args or "format" not in args:
         print(f"error: out= and format= are required; {usage}", file=sys.stderr)
         return 2

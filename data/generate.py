@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from data.cli_args import parse_bool
 from data.store import DemoStore, StoreError
 from envs.processes import map_in_processes
 from envs.registry import resolve_tasks
@@ -232,11 +233,7 @@ def _parse_value(key: str, text: str, default: Any) -> Any:
     if key == "horizon" and text.lower() in ("none", "null"):
         return None
     if isinstance(default, bool):
-        if text.lower() in ("true", "1", "yes"):
-            return True
-        if text.lower() in ("false", "0", "no"):
-            return False
-        raise ValueError(f"{key} must be true or false, got {text!r}")
+        return parse_bool(key, text)
     if isinstance(default, int) or key == "horizon":
         try:
             return int(text)

@@ -28,8 +28,8 @@ def choose_backend() -> str:
     return "egl" if _gpu_present() else "osmesa"
 
 
-def _load_triton_before_osmesa() -> None:
-    """Load Triton's native library (if installed) before OSMesa.
+def _load_triton_before_mesa() -> None:
+    """Load Triton's native library (if installed) before Mesa (OSMesa, or EGL through Mesa's llvmpipe).
 
     PyOpenGL loads OSMesa with RTLD_GLOBAL, which puts llvmpipe's LLVM symbols in the global
     scope; Triton's libtriton carries its own LLVM and segfaults in its static initialisers when
@@ -54,8 +54,8 @@ def setup_rendering() -> str:
         )
     os.environ["MUJOCO_GL"] = backend
     os.environ["PYOPENGL_PLATFORM"] = backend
-    if backend == "osmesa":
-        _load_triton_before_osmesa()
+    if backend in ("osmesa", "egl"):  # Mesa's EGL on a CPU brings the same llvmpipe; harmless on NVIDIA's
+        _load_triton_before_mesa()
     # llvmpipe (software GL) spawns one thread per core per context; with several worker
     # processes on a small machine that oversubscribes the CPU.
     os.environ.setdefault("LP_NUM_THREADS", "0")

@@ -25,6 +25,7 @@ import signal
 import sys
 from typing import Any
 
+from data.cli_args import parse_bool
 from data.convert.common import parse_list, parse_obs_map
 from data.convert.hdf5 import demo_names, open_hdf5, text_attr
 from data.convert.source import ConvertError
@@ -222,9 +223,10 @@ def _progress_bar(total: int, done: int, enabled: bool, fmt: str):
 # --- command line ------------------------------------------------------------------------
 def _value(key: str, text: str) -> Any:
     if key in ("verify", "model_file"):
-        if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
-            raise ConvertError(f"{key} must be true or false, got {text!r}")
-        return text.lower() in ("true", "1", "yes")
+        try:
+            return parse_bool(key, text)
+        except ValueError as err:
+            raise ConvertError(str(err)) from None
     if key in ("image_size", "max_episodes", "workers"):
         if text.lower() in ("none", "null"):
             return None if key != "workers" else 0

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from data.cli_args import key_values
 from data.store import DemoStore, StoreError
 
 
@@ -179,10 +180,14 @@ def main(argv: list[str] | None = None) -> int:
         print(usage, file=sys.stderr)
         return 2
     path, opts = argv[0], {"max_episodes": None, "workers": 0}
-    for item in argv[1:]:
-        key, sep, text = item.partition("=")
-        if not sep or key not in opts or not text.isdigit():
-            print(f"error: bad argument {item!r}; {usage}", file=sys.stderr)
+    try:
+        given = key_values(argv[1:], tuple(opts), usage)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for key, text in given.items():
+        if not text.isdigit():
+            print(f"error: bad argument {key}={text!r}; {usage}", file=sys.stderr)
             return 2
         opts[key] = int(text)
     try:
