@@ -45,3 +45,18 @@ def load_policy_preset(preset: str) -> dict[str, Any]:
     name = bases[0][1:].removesuffix("_defaults")
     base = {"name": name, **POLICY_REGISTRY[name].config_cls.defaults()}
     return OmegaConf.to_container(OmegaConf.merge(base, raw), resolve=True)
+
+
+CONF_TASK = CONF_POLICY.parent / "task"
+
+
+def load_task_config(name: str) -> dict[str, Any]:
+    """conf/task/<name>.yaml as written (interpolations such as `${data.root}` left unresolved): what a task
+    config says by itself, e.g. its recipe's `train_steps`."""
+    import yaml
+
+    path = CONF_TASK / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in CONF_TASK.glob("*.yaml"))
+        raise ValueError(f"unknown task config {name!r}; known: {', '.join(known)}")
+    return yaml.safe_load(path.read_text()) or {}

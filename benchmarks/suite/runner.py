@@ -167,7 +167,7 @@ class SuiteRunner:
         b = self.budget
         return [sys.executable, "train.py", *variant.overrides(self.budget_name), *task.train_task,
                 f"task.dataset={shown(self.store_path(task))}", f"task.n_demos={task.demos(b)}",
-                *task.train_overrides, *b.train_overrides, f"seed={seed}", f"trainer.max_steps={b.steps}",
+                *task.train_overrides, *b.train_overrides, f"seed={seed}", f"trainer.max_steps={task.steps(b)}",
                 f"trainer.val_check_interval={b.val_check_interval}", f"data.batch_size={b.batch_size}",
                 "logger=csv", f"run_dir={shown(train_dir)}"]
 
@@ -199,7 +199,7 @@ class SuiteRunner:
             self.echo(f"= {key}: finished earlier, kept")
             return done
         self.echo(f"> {key}")
-        train_dir, steps = rdir / "train", self.budget.steps
+        train_dir, steps = rdir / "train", task.steps(self.budget)
         last = train_dir / "checkpoints" / "last.ckpt"
         if not self.dry_run:
             records.write_json(rdir / "spec.json", {"config_hash": config_hash, "key": key})
