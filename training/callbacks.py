@@ -18,7 +18,9 @@ log = logging.getLogger("train")
 def save_atomically(trainer: L.Trainer, path: Path) -> None:
     """Write then rename: a kill during the write leaves the previous file whole."""
     tmp = path.with_name(f".{path.name}.tmp")
-    trainer.save_checkpoint(tmp)
+    # The whole state (optimizer, loops) so that the run resumes. Said explicitly: left unset, Lightning logs
+    # "`weights_only` was not set, defaulting to `False`", which reads like a warning about loading.
+    trainer.save_checkpoint(tmp, weights_only=False)
     if trainer.is_global_zero:
         os.replace(tmp, path)
 

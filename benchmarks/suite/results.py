@@ -170,6 +170,11 @@ def has_heatmap(doc: dict[str, Any]) -> bool:
     return bool(doc.get("multitask")) or any(len(g["last"]["per_task"]) > 1 for g in groups(doc))
 
 
+def steps_text(steps: int | None) -> str:
+    return "each task's recipe steps (`train_steps` in its conf/task file; column *steps*)" if steps is None \
+        else f"{steps} steps"
+
+
 def render(doc: dict[str, Any], image_prefix: str = "", heading: str = "#") -> str:
     """table.md (or, with another prefix and heading level, the README block) for one suite."""
     spec = doc.get("budget_spec", {})
@@ -178,7 +183,7 @@ def render(doc: dict[str, Any], image_prefix: str = "", heading: str = "#") -> s
     commands = list(dict.fromkeys(i["command"] for i in doc.get("invocations", []) if i.get("command")))
     parts = [f"{heading} {doc.get('suite', '?')} (budget={doc.get('budget', '?')})", "",
              doc.get("description", ""), "",
-             f"Per run: {spec.get('steps')} steps of batch {spec.get('batch_size')}, "
+             f"Per run: {steps_text(spec.get('steps'))} of batch {spec.get('batch_size')}, "
              f"{spec.get('eval_episodes')} evaluation episodes on held-out seeds from "
              f"{doc.get('eval_seed_offset', 1_000_000):,} (the same for every policy). Success is pooled over "
              "training seeds with a Wilson 95% interval; *last EMA* = checkpoints/last.ckpt, *best val* = the "

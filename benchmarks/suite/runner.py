@@ -291,8 +291,17 @@ class SuiteRunner:
                 "budget_spec": asdict(self.budget), "multitask": self.suite.multitask,
                 "tasks": [{"name": t.name, "store": t.store, "n_demos": t.demos(self.budget),
                            "train_overrides": list(t.train_task + t.train_overrides)} for t in self.suite.tasks],
-                "variants": {v.name: list(v.overrides(self.budget_name)) for v in self.variants},
+                "variants": self.recorded_variants(),
                 "eval_seed_offset": EVAL_SEED_OFFSET}
+
+    def recorded_variants(self) -> dict[str, list[str]]:
+        """The variants of this invocation and of earlier ones into the same `out` (a suite run policy by
+        policy, e.g. side by side in two processes), in the suite's order: the report lists them all."""
+        earlier = {*(records.read_json(self.out / "suite.json") or {}).get("variants", {}),
+                   *(p.name for p in self.out.glob("runs/*/*") if p.is_dir())}
+        chosen = {v.name for v in self.variants}
+        return {name: list(v.overrides(self.budget_name)) for name, v in self.suite.known_variants().items()
+                if name in chosen or name in earlier}
 
     def run(self) -> dict[str, Any] | None:
         """Everything the suite asks for that is not finished yet; returns the results document."""

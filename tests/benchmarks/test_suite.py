@@ -278,3 +278,24 @@ def test_codebook_metrics_are_the_last_logged_values(tmp_path) -> None:
     assert codebook_metrics(tmp_path) == {"cam_image/perplexity": 120.25, "cam_image/dead_codes": 3.0}
     (csv_dir / "metrics.csv").write_text("epoch,step,train/loss\n0,4,1.0\n")
     assert codebook_metrics(tmp_path) is None and codebook_metrics(tmp_path / "nowhere") is None
+
+
+def test_recipe_budgets_train_each_task_for_its_config_steps() -> None:
+    from training.hydra_configs import load_task_config
+
+    for name in ("robosuite-state", "mt50-state"):
+        suite = SUITES[name]
+        assert suite.budget("cpu").steps is None
+        for task in suite.tasks:
+            config = next(a.partition("=")[2] for a in task.train_task if a.startswith("task="))
+            assert task.steps(suite.budget("cpu")) == load_task_config(config)["train_steps"]
+            assert task.steps(suite.budget("gpu")) == suite.budget("gpu").steps
+
+
+def test_suite_json_keeps_the_policies_of_earlier_invocations(tmp_path) -> None:
+    suite = SUITES["mt50-state"]
+    (tmp_path / "runs" / "mt50" / "mode" / "seed0").mkdir(parents=True)  # a run of an earlier invocation
+    (tmp_path / "suite.json").write_text(json.dumps({"variants": {"dit": ["policy=dit"]}}))
+    recorded = SuiteRunner(suite, "cpu", ["cnn"], out=tmp_path, dry_run=True).recorded_variants()
+    assert list(recorded) == ["mode", "dit", "cnn"]  # the suite's order, whoever ran first
+    assert recorded["cnn"] == ["policy=cnn"]
