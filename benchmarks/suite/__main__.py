@@ -88,13 +88,16 @@ def report(argv: list[str]) -> int:
     if "--markdown" in flags:
         print(readme_block(dirs, Path.cwd()))
     if readme is not None:
-        text = readme.read_text()
-        if BEGIN not in text or END not in text or text.index(BEGIN) > text.index(END):
-            raise ValueError(f"{readme} has no {BEGIN} ... {END} block; add the two markers where the "
-                             "results go and rerun")
-        head, rest = text.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        readme.write_text(f"{head}{BEGIN}\n{readme_block(dirs, readme.parent)}{END}{tail}")
+        lines = readme.read_text().splitlines(keepends=True)
+        # the markers are lines of their own: a mention of them in the prose (in backticks) is not one
+        begins = [i for i, line in enumerate(lines) if line.strip() == BEGIN]
+        ends = [i for i, line in enumerate(lines) if line.strip() == END]
+        if len(begins) != 1 or len(ends) != 1 or begins[0] > ends[0]:
+            raise ValueError(f"{readme} needs one {BEGIN} line and then one {END} line where the results go; "
+                             f"found {len(begins)} and {len(ends)}")
+        block = readme_block(dirs, readme.parent)
+        readme.write_text("".join(lines[:begins[0] + 1]) + block + ("" if block.endswith("\n") else "\n")
+                          + "".join(lines[ends[0]:]))
         print(f"rewrote the results block of {readme}", file=sys.stderr)
     return 0
 

@@ -170,7 +170,8 @@ def test_table_and_plots(suite_run, tmp_path, capsys) -> None:
     committed.mkdir()
     shutil.copy(out / "results.json", committed / "results.json")
     readme = tmp_path / "README.md"
-    readme.write_text(f"# x\n{cli.BEGIN}\nold\n{cli.END}\ntail\n")
+    # the markers named in the prose (as this README does) are not the block
+    readme.write_text(f"# x\nsee `{cli.BEGIN}` and `{cli.END}`\n{cli.BEGIN}\nold\n{cli.END}\ntail\n")
     assert cli.main(["report", str(committed), "--markdown", "--readme", str(readme)]) == 0
     for name in ("table.md", "success.png", "heatmap.png"):
         assert (committed / name).is_file()
@@ -180,9 +181,10 @@ def test_table_and_plots(suite_run, tmp_path, capsys) -> None:
     assert "### tiny (budget=smoke)" in printed and "| one | mode | 1.00 [0.51, 1.00] |" in printed
     text = readme.read_text()
     assert "old" not in text and text.endswith(f"{cli.END}\ntail\n") and "(committed/success.png)" in text
-    readme.write_text("no markers\n")
+    assert text.startswith(f"# x\nsee `{cli.BEGIN}` and `{cli.END}`\n{cli.BEGIN}\n### tiny")
+    readme.write_text(f"no markers, only `{cli.BEGIN}` in the prose\n")
     assert cli.main(["report", str(committed), "--readme", str(readme)]) == 2
-    assert "has no <!-- suite-results:begin -->" in capsys.readouterr().err
+    assert "needs one <!-- suite-results:begin --> line" in capsys.readouterr().err
 
 
 def test_second_invocation_redoes_nothing(suite_run) -> None:
