@@ -3,13 +3,15 @@
     python -m benchmarks.suite SUITE [policies=mode,dit,cnn] [seeds=0,1,2] [budget=cpu|gpu|smoke]
                                      [tasks=lift,can] [out=DIR] [dry_run=true]
     python -m benchmarks.suite report DIR... [--markdown] [--readme README.md]
+    python -m benchmarks.suite latency OUT [rounds=5] [repeats=20] [threads=1]
     python -m benchmarks.suite list
 
 SUITE is one of benchmarks/suite/suites.py (robosuite-state, robosuite-low-data, mt10-state, mt50-state,
 mt50-image). Every command the suite runs is printed and kept in DIR/commands.jsonl; rerunning the same
 command resumes (finished runs are kept). `report` rewrites table.md, success.png and heatmap.png next
 to each results.json; --markdown prints the blocks for the README, --readme rewrites the block between
-`<!-- suite-results:begin -->` and `<!-- suite-results:end -->` in that file.
+`<!-- suite-results:begin -->` and `<!-- suite-results:end -->` in that file. `latency` measures the b=1
+latency of every finished run in OUT again, interleaved in one process (benchmarks/suite/latency.py).
 Run from the repository root, with OMP_NUM_THREADS=1 on a shared CPU.
 """
 
@@ -118,6 +120,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if argv[0] == "report":
             return report(argv[1:])
+        if argv[0] == "latency":
+            from benchmarks.suite import latency
+
+            return latency.main(argv[1:])
         args = parse_run_args(argv[1:])
         runner = SuiteRunner(get_suite(argv[0]), budget=str(args["budget"]), policies=args["policies"],
                              seeds=args["seeds"], tasks=args["tasks"], out=args["out"], dry_run=bool(args["dry_run"]),

@@ -76,6 +76,7 @@ def groups(doc: dict[str, Any]) -> list[dict[str, Any]]:
             "latency_b1_ms": statistics.median(r["cost"]["latency_b1_ms"] for r in runs),
             "latency_device": f"{runs[0]['cost']['latency_device']} ({runs[0]['cost']['latency_threads']} thread"
                               f"{'s' if runs[0]['cost']['latency_threads'] > 1 else ''})",
+            "latency_method": runs[0]["cost"].get("latency_method", "right after its training"),
             "steps": runs[0]["train"]["steps"],
             "train_wall_s": statistics.fmean(r["train"]["wall_s"] for r in runs),
             "store_sha256": sorted({r["store"].get("sha256") or "" for r in runs}),
@@ -188,7 +189,9 @@ def render(doc: dict[str, Any], image_prefix: str = "", heading: str = "#") -> s
              f"{doc.get('eval_seed_offset', 1_000_000):,} (the same for every policy). Success is pooled over "
              "training seeds with a Wilson 95% interval; *last EMA* = checkpoints/last.ckpt, *best val* = the "
              "top-1 checkpoint by val/loss. FLOPs per action chunk at batch 1; latency on "
-             f"{', '.join(sorted({g['latency_device'] for g in groups(doc)})) or '?'}.", "",
+             f"{', '.join(sorted({g['latency_device'] for g in groups(doc)})) or '?'}, measured "
+             f"{'; '.join(sorted({g['latency_method'] for g in groups(doc)})) or '?'}"
+             " (`python -m benchmarks.suite latency OUT`).", "",
              *table_lines(doc), ""]
     parts += [f"![success per policy]({image_prefix}success.png)", ""]
     if has_heatmap(doc):

@@ -301,3 +301,28 @@ def test_suite_json_keeps_the_policies_of_earlier_invocations(tmp_path) -> None:
     recorded = SuiteRunner(suite, "cpu", ["cnn"], out=tmp_path, dry_run=True).recorded_variants()
     assert list(recorded) == ["mode", "dit", "cnn"]  # the suite's order, whoever ran first
     assert recorded["cnn"] == ["policy=cnn"]
+
+
+def test_latency_is_measured_again_interleaved(suite_run, tmp_path) -> None:
+    from benchmarks.suite.latency import remeasure
+    from benchmarks.suite.results import collect, table_lines
+
+    out, _, _ = suite_run
+    copy = tmp_path / "suite"
+    shutil.copytree(out, copy)
+    before = {r["variant"] + r["task"]: r["cost"]["latency_b1_ms"] for r in collect(copy)["runs"]}
+    measured = remeasure(copy, rounds=2, repeats=2, echo=lambda line: None)
+    assert sorted(measured) == ["one/dit/seed0", "one/mode/seed0", "two/dit/seed0", "two/mode/seed0"]
+    doc = collect(copy)
+    for r in doc["runs"]:
+        cost = r["cost"]
+        assert cost["latency_b1_ms"] == measured[f"{r['task']}/{r['variant']}/seed{r['seed']}"] > 0
+        assert cost["latency_b1_ms_at_training"] == before[r["variant"] + r["task"]]
+        assert len(cost["latency_rounds_ms"]) == 2 and cost["latency_threads"] == 1
+    assert f"{measured['one/mode/seed0']:.1f} ms" in "\n".join(table_lines(doc))
+    remeasure(copy, rounds=1, repeats=1, echo=lambda line: None)  # a second pass keeps the training-time value
+    assert collect(copy)["runs"][0]["cost"]["latency_b1_ms_at_training"] == before[
+        doc["runs"][0]["variant"] + doc["runs"][0]["task"]]
+    with pytest.raises(ValueError, match="holds no finished run"):
+        remeasure(tmp_path / "empty")
+    assert cli.main(["latency", str(copy), "rounds=x"]) == 2
