@@ -89,6 +89,10 @@ def make_plan(policy: Any, tasks: list[dict[str, Any]], options: RolloutOptions,
         n_obs, n_act = n_obs or to, n_act or ta
     if int(n_obs) < 1 or int(n_act) < 1:
         raise ValueError(f"n_obs_steps, n_action_steps must be >= 1, got {n_obs}, {n_act}")
+    chunk = (getattr(policy, "config", None) or {}).get("n_action_steps")
+    if chunk is not None and int(n_act) > int(chunk):  # the policy returns only its own Ta actions per chunk
+        raise ValueError(f"n_action_steps={n_act} exceeds the {chunk} actions the policy predicts per chunk; "
+                         f"choose 1..{chunk}")
     obs_keys = list(options.obs_keys) if options.obs_keys is not None else _policy_obs_keys(policy)
     v = options.video
     video = None

@@ -68,6 +68,14 @@ def test_receding_horizon_history_and_seeds() -> None:
     assert m["env_steps"] == 20 and m["env_steps_per_s"] > 0 and m["episodes_per_s"] > 0
 
 
+def test_fewer_actions_per_chunk_at_evaluation() -> None:
+    policy = ChunkPolicy(n_obs_steps=1, n_action_steps=3)
+    m = run(policy, _tasks(), opts(1, workers=1, n_action_steps=2))  # re-plan every 2 steps, not 3
+    assert m["episodes"][0]["steps"] == 10 and len(policy.calls) == 5 and m["n_action_steps"] == 2
+    with pytest.raises(ValueError, match="n_action_steps=4 exceeds the 3 actions the policy predicts"):
+        run(ChunkPolicy(n_obs_steps=1, n_action_steps=3), _tasks(), opts(1, workers=1, n_action_steps=4))
+
+
 def test_success_stopping_and_rates() -> None:
     tasks = _tasks(succeed_at=4, succeed_seeds=[S0, S0 + 2])
     with Runner(tasks, opts(4, workers=2)) as runner:
