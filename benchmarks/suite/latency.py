@@ -18,18 +18,13 @@ import os
 import statistics
 import time
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from benchmarks.common import device_name, median_seconds
 from benchmarks.suite import records
 from benchmarks.suite.cost import dummy_inputs
-
-
-def finished_runs(out: Path) -> list[tuple[Path, dict[str, Any]]]:
-    found = [(p, records.read_json(p)) for p in sorted(out.glob("runs/*/*/seed*/result.json"))]
-    return [(p, r) for p, r in found if r and r.get("complete")]
+from benchmarks.suite.results import collect, finished_runs, write_report
 
 
 def remeasure(out: Path, rounds: int = 5, repeats: int = 20, threads: int = 1,
@@ -76,7 +71,6 @@ def remeasure(out: Path, rounds: int = 5, repeats: int = 20, threads: int = 1,
 
 
 def main(argv: list[str]) -> int:
-    from benchmarks.suite.results import collect, write_report
     from data.cli_args import key_values
 
     usage = "usage: python -m benchmarks.suite latency OUT [rounds=5] [repeats=20] [threads=1]"

@@ -23,11 +23,16 @@ from rollouts.stats import wilson_interval
 SCHEMA = 1
 
 
+def finished_runs(out: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """(result.json path, its document) of every complete run under out/runs/."""
+    found = [(p, records.read_json(p)) for p in sorted(out.glob("runs/*/*/seed*/result.json"))]
+    return [(p, r) for p, r in found if r and r.get("complete")]
+
+
 def collect(out: Path) -> dict[str, Any]:
     """results.json's document from a suite directory: every complete run found under runs/."""
     definition = records.read_json(out / "suite.json") or {}
-    runs = [r for p in sorted(out.glob("runs/*/*/seed*/result.json"))
-            if (r := records.read_json(p)) and r.get("complete")]
+    runs = [r for _, r in finished_runs(out)]
     task_order = [t["name"] for t in definition.get("tasks", [])]
     variant_order = list(definition.get("variants", {}))
 
