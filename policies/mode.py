@@ -5,7 +5,8 @@ Tokens  [σ-token, goal token, obs tokens (To per state group / camera), action 
 Block   h = x + Attn(RMSNorm(x) + c)       c added to every attention input; QK-norm; optional causal
         h = h + MoE(RMSNorm(h))            E SwiGLU experts, top-k per sample, chosen by a router that
                                            sees ONLY c (softmax -> top-k, sampled without replacement
-                                           while training, deterministic at eval -> renormalized)
+                                           while training unless sample_routes=false, deterministic at
+                                           eval -> renormalized)
 Out     RMSNorm -> Linear on the action tokens = F of EDM (policies/diffusion.py).
 
 Expert caching. Routing depends on σ alone, and σ is shared by the batch at inference, so the experts
@@ -93,6 +94,8 @@ class MoDEConfig(TransformerConfig):
     shared_expert: bool = False  # add a dense SwiGLU expert that every sample uses
     lb_weight: float = 0.01  # load-balancing loss weight
     z_loss_weight: float = 0.0  # router z-loss weight
+    sample_routes: bool = True  # training: draw the k experts from the router's softmax (the paper's choice);
+    # False: the deterministic top-k that inference uses, so each σ trains the experts it will run
     expert_cache: bool = True  # precompute the routing of every sampling step (exact; faster)
     router: str = "learned"  # learned: top-k of E experts by a router on σ | dtr: Denoising Task Routing
     dtr_sharing_ratio: float = 0.8  # dtr: fraction β of the E*h hidden units active at every σ
@@ -161,7 +164,7 @@ class SparseMoE(nn.Module):
     def __init__(self, cfg: MoDEConfig, out_std: float) -> None:
         super().__init__()
         d, h, e = cfg.width, cfg.expert_hidden, cfg.num_experts
-        self.top_k = cfg.top_k
+        self.top_k, self.sample_routes = cfg.top_k, cfg.sample_routes
         self.w13 = nn.Parameter(torch.randn(e, 2 * h, d) * 0.02)
         self.w2 = nn.Parameter(torch.randn(e, d, h) * out_std)
         rh = cfg.router_hidden
@@ -172,7 +175,7 @@ class SparseMoE(nn.Module):
 
     def route(self, emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.router(emb)
-        ids, weights, stats = kernels.route(logits, self.top_k, training=self.training)
+        ids, weights, stats = kernels.route(logits, self.top_k, training=self.training and self.sample_routes)
         self.stats = {**stats, "logits": logits}  # the losses are computed from these only when asked
         return ids, weights
 

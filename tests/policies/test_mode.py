@@ -183,6 +183,20 @@ def test_load_balancing_loss_on_known_routings():
     assert metrics["router_z_loss"].item() == pytest.approx(z.item(), rel=1e-5)
 
 
+@pytest.mark.parametrize("sample_routes", [True, False])
+def test_training_routes_are_drawn_or_the_inference_top_k(sample_routes):
+    """sample_routes=true draws each sample's experts from the router's softmax while training;
+    false trains on exactly the top-k that inference (and the expert cache) will run."""
+    policy = make(sample_routes=sample_routes).train()
+    moe = policy.net.sparse_layers()[0]
+    emb = policy.net.noise_emb(torch.linspace(-1.5, 1.5, 64))
+    torch.manual_seed(0)
+    drawn = [moe.route(emb)[0].sort(dim=-1).values for _ in range(4)]
+    top_k = moe.router(emb).softmax(-1).topk(moe.top_k, dim=-1).indices.sort(dim=-1).values
+    same = all(torch.equal(ids, top_k) for ids in drawn)
+    assert same != sample_routes
+
+
 def test_metrics_are_device_tensors_summing_to_one_per_layer():
     policy = make()
     _, metrics = policy.compute_loss(batch_for(policy, b=8))
