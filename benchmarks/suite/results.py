@@ -3,7 +3,8 @@
 results.json = the suite definition (suite.json: suite, description, budget, budget_spec, multitask,
 tasks, variants, eval_seed_offset) + {"schema", "invocations": [{time, command, git_commit, git_dirty,
 policies, seeds}], "stores": {path: {path, n_episodes, sha256}}, "runs": [result.json of each run]}.
-A run (benchmarks/suite/runner.py writes it) holds: task, variant, seed, config_hash, git_commit,
+Each task may carry a target {success, source}: the level its recipe should reach. A run
+(benchmarks/suite/runner.py writes it) holds: task, variant, seed, config_hash, git_commit,
 git_dirty, store, train {run_dir, steps, commands, segments, wall_s}, eval_wall_s, cost {params_total,
 params_active, flops_per_chunk, latency_b1_ms, latency_device, latency_threads}, codebook (last logged
 code usage or null) and eval {"last", "best"}: {checkpoint, command, eval_info, success_rate,
@@ -155,6 +156,23 @@ def codebook_lines(doc: dict[str, Any]) -> list[str]:
             *rows]
 
 
+def target_lines(doc: dict[str, Any]) -> list[str]:
+    """Each task's target (suite.json) against every policy's last-EMA success: reached when the rate is at
+    or above it; below it but inside the 95% interval is said so (more episodes or seeds would tell)."""
+    targets = {t["name"]: t["target"] for t in doc.get("tasks", []) if t.get("target")}
+    out = []
+    for task, target in targets.items():
+        verdicts = []
+        for g in (g for g in groups(doc) if g["task"] == task):
+            rate, hi = g["last"]["success_rate"], g["last"]["success_ci95"][1]
+            verdict = "reached" if rate >= target["success"] else \
+                "below, target inside the 95% interval" if hi >= target["success"] else "not reached"
+            verdicts.append(f"{g['variant']} {fmt_rate(g['last'])} {verdict}")
+        if verdicts:
+            out.append(f"- {task}: target {target['success']:.2f} ({target['source']}); " + "; ".join(verdicts))
+    return out
+
+
 def check_lines(doc: dict[str, Any]) -> list[str]:
     """The protocol, checked: every policy of a task saw the same store and the same evaluation seeds."""
     out = []
@@ -205,6 +223,8 @@ def render(doc: dict[str, Any], image_prefix: str = "", heading: str = "#") -> s
         parts += ["Success per env task (last EMA weights, pooled over seeds):", "", *lines, ""]
     if lines := codebook_lines(doc):
         parts += ["Codebook usage (training logs):", "", *lines, ""]
+    if lines := target_lines(doc):
+        parts += ["Targets of the task recipes (last EMA weights):", "", *lines, ""]
     parts += ["Protocol checks:", "", *check_lines(doc), "",
               "Produced by " + (", ".join(f"`{c}`" for c in commands) or "?") + f" at {', '.join(commits) or '?'}.",
               ""]

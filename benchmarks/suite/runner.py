@@ -290,7 +290,8 @@ class SuiteRunner:
         return {"suite": self.suite.name, "description": self.suite.description, "budget": self.budget_name,
                 "budget_spec": asdict(self.budget), "multitask": self.suite.multitask,
                 "tasks": [{"name": t.name, "store": t.store, "n_demos": t.demos(self.budget),
-                           "train_overrides": list(t.train_task + t.train_overrides)} for t in self.suite.tasks],
+                           "train_overrides": list(t.train_task + t.train_overrides),
+                           "target": asdict(t.target) if t.target else None} for t in self.suite.tasks],
                 "variants": self.recorded_variants(),
                 "eval_seed_offset": EVAL_SEED_OFFSET}
 

@@ -18,9 +18,9 @@ import torch
 from benchmarks.suite import __main__ as cli
 from benchmarks.suite.plots import heatmap_matrix
 from benchmarks.suite.records import load_checkpoint
-from benchmarks.suite.results import fmt_rate
+from benchmarks.suite.results import fmt_rate, target_lines
 from benchmarks.suite.runner import SuiteError, SuiteRunner, run_subprocess, shown
-from benchmarks.suite.suites import SUITES, Budget, Suite, SuiteTask, Variant
+from benchmarks.suite.suites import SUITES, Budget, Suite, SuiteTask, Target, Variant
 from rollouts.stats import wilson_interval
 from tests.training.helpers import TINY
 
@@ -36,11 +36,12 @@ def tiny_variant(policy: str) -> Variant:
 
 def tiny_suite(steps: int = 4) -> Suite:
     tasks = (
-        SuiteTask("one", (*COMMON, "task.name=one"), "fake-a", ("tests.benchmarks.fake_demos", "tasks=a"), 6),
+        SuiteTask("one", (*COMMON, "task.name=one"), "fake-a", ("tests.benchmarks.fake_demos", "tasks=a"), 6,
+                  target=Target(1.0, "the fake expert")),
         # checkpoint.mode=max ranks the *worst* validation loss first, so that "best" is usually not the
         # last step and gets an evaluation of its own.
         SuiteTask("two", (*COMMON, "task.name=two"), "fake-ab", ("tests.benchmarks.fake_demos", "tasks=a,b"), 6,
-                  n_env_tasks=2, train_overrides=("checkpoint.mode=max",)),
+                  n_env_tasks=2, train_overrides=("checkpoint.mode=max",), target=Target(0.8, "a guess")),
     )
     budget = Budget(steps=steps, batch_size=8, eval_episodes=4, seeds=(0,), val_check_interval=2, eval_workers=1,
                     train_overrides=("trainer=smoke",), eval_overrides=(f"env_factory={FACTORY}",))
@@ -165,6 +166,15 @@ def test_table_and_plots(suite_run, tmp_path, capsys) -> None:
     assert policies == ["mode", "dit"] and columns == ["one", "two/a", "two/b"]
     assert matrix.shape == (2, 3) and matrix.tolist() == [[1.0, 1.0, 0.0], [1.0, 1.0, 0.0]]
     assert "| b | 0.00 | 0.00 |" in (out / "table.md").read_text()  # the per-task table of task two
+    # each task's target, recorded in results.json, judged for every policy
+    assert doc["tasks"][1]["target"] == {"success": 0.8, "source": "a guess"}
+    assert target_lines(doc) == [
+        "- one: target 1.00 (the fake expert); mode 1.00 [0.51, 1.00] reached; dit 1.00 [0.51, 1.00] reached",
+        "- two: target 0.80 (a guess); mode 0.50 [0.15, 0.85] below, target inside the 95% interval; "
+        "dit 0.50 [0.15, 0.85] below, target inside the 95% interval"]
+    assert "Targets of the task recipes" in (out / "table.md").read_text()
+    far = {**doc, "tasks": [{**doc["tasks"][1], "target": {"success": 0.9, "source": "far"}}]}
+    assert target_lines(far)[0].endswith("dit 0.50 [0.15, 0.85] not reached")
     # report regenerates everything from a committed results.json alone
     committed = tmp_path / "committed"
     committed.mkdir()
