@@ -178,6 +178,8 @@ def _dit(same: str) -> Callable[[str], tuple[str, ...]]:
 
 VARIANTS: dict[str, Variant] = {
     "mode": Variant("mode", _mode()),
+    # MoDE trained on the deterministic top-k it runs at inference instead of routes drawn from the router
+    "mode-topk": Variant("mode-topk", _mode(("policy.sample_routes=false",))),
     "dit": Variant("dit", _dit("active")),  # MoDE's active parameter count (the default DiT)
     "dit-total": Variant("dit-total", _dit("total")),  # MoDE's total parameter count
     "cnn": Variant("cnn", lambda budget: CNN_PAPER if budget == "gpu" else ("policy=cnn",)),
