@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import Recorder
-from policies.base import Policy
+from policies.base import CheckpointError, Policy
 from training.checkpoint import resolve_checkpoint
 
 
@@ -64,9 +64,11 @@ def main(argv: list[str] | None = None) -> int:
         name, sep, spec = case.partition("=")
         if not sep or not name or not spec:
             parser.error(f"expected NAME=CHECKPOINT, got {case!r}")
-        path = resolve_checkpoint(spec)
-        policy = Policy.from_checkpoint(path).eval()
-        layers = usage(router_probs(policy), int(policy.config["top_k"]))
+        try:
+            policy = Policy.from_checkpoint(resolve_checkpoint(spec)).eval()
+            layers = usage(router_probs(policy), int(policy.config["top_k"]))
+        except (CheckpointError, ValueError) as err:
+            parser.exit(2, f"error: {name}: {err}\n")
         context = {"checkpoint": str(Path(spec)), "sample_routes": policy.config.get("sample_routes", True)}
         for i, metrics in enumerate(layers):
             for metric, value in metrics.items():
