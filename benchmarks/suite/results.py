@@ -14,6 +14,7 @@ monitor_value, same_as]}. Rates pooled over seeds get a fresh Wilson 95% interva
 
 from __future__ import annotations
 
+import shlex
 import statistics
 from pathlib import Path
 from typing import Any
@@ -199,12 +200,23 @@ def steps_text(steps: int | None) -> str:
         else f"{steps} steps"
 
 
+def contributed(invocation: dict[str, Any], doc: dict[str, Any]) -> bool:
+    """Whether an invocation asked for one of the finished runs (an interrupted or superseded one did
+    not): its policies and seeds are recorded, its tasks are the command's tasks= (none: all)."""
+    if not invocation.get("command"):
+        return False
+    asked = [a.partition("=")[2] for a in shlex.split(invocation["command"]) if a.startswith("tasks=")]
+    tasks = set(asked[-1].split(",")) if asked else None
+    return any((tasks is None or r["task"] in tasks) and r["variant"] in invocation.get("policies", ())
+               and r["seed"] in invocation.get("seeds", ()) for r in doc["runs"])
+
+
 def render(doc: dict[str, Any], image_prefix: str = "", heading: str = "#") -> str:
     """table.md (or, with another prefix and heading level, the README block) for one suite."""
     spec = doc.get("budget_spec", {})
     commits = sorted({f"{(r.get('git_commit') or '?')[:10]}{' (dirty)' if r.get('git_dirty') else ''}"
                       for r in doc["runs"]})
-    commands = list(dict.fromkeys(i["command"] for i in doc.get("invocations", []) if i.get("command")))
+    commands = list(dict.fromkeys(i["command"] for i in doc.get("invocations", []) if contributed(i, doc)))
     parts = [f"{heading} {doc.get('suite', '?')} (budget={doc.get('budget', '?')})", "",
              doc.get("description", ""), "",
              f"Per run: {steps_text(spec.get('steps'))} of batch {spec.get('batch_size')}, "

@@ -336,3 +336,20 @@ def test_latency_is_measured_again_interleaved(suite_run, tmp_path) -> None:
     with pytest.raises(ValueError, match="holds no finished run"):
         remeasure(tmp_path / "empty")
     assert cli.main(["latency", str(copy), "rounds=x"]) == 2
+
+
+def test_produced_by_names_only_invocations_that_asked_for_a_finished_run() -> None:
+    from benchmarks.suite.results import contributed
+
+    doc = {"runs": [{"task": "lift", "variant": "mode", "seed": 0}, {"task": "square", "variant": "dit", "seed": 0}]}
+    base = "python -m benchmarks.suite robosuite-state budget=cpu"
+
+    def inv(args: str, policies: list[str], seeds: tuple = (0,)) -> dict:
+        return {"command": f"{base} {args}".strip(), "policies": policies, "seeds": list(seeds)}
+
+    assert contributed(inv("", ["mode", "dit", "cnn"]), doc)  # no tasks=: every task
+    assert contributed(inv("tasks=square policies=dit", ["dit"]), doc)
+    assert not contributed(inv("tasks=can policies=mode", ["mode"]), doc)  # interrupted, nothing finished
+    assert not contributed(inv("tasks=lift,square policies=cnn", ["cnn"]), doc)
+    assert not contributed(inv("tasks=lift policies=mode seeds=1", ["mode"], (1,)), doc)
+    assert not contributed({"policies": ["mode"], "seeds": [0]}, doc)
