@@ -27,6 +27,18 @@ def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, flo
     return max(0.0, center - half), min(1.0, center + half)
 
 
+def mcnemar_exact(only_a: int, only_b: int) -> float:
+    """Two-sided exact McNemar p-value for two policies evaluated on the same episodes (seeds): under
+    "equally good", each of the only_a + only_b discordant episodes is a fair coin, so the p-value is
+    twice the binomial tail of the smaller count, capped at 1. Episodes both solve or both fail carry
+    no information about the difference and do not enter."""
+    if only_a < 0 or only_b < 0:
+        raise ValueError(f"discordant counts must be >= 0, got {only_a}, {only_b}")
+    n = only_a + only_b
+    tail = sum(math.comb(n, i) for i in range(min(only_a, only_b) + 1)) / 2.0**n
+    return min(1.0, 2.0 * tail)
+
+
 def rate_summary(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """success_rate, 95% Wilson interval and counts for a group of episode records.
 

@@ -9,7 +9,8 @@ git_dirty, store, train {run_dir, steps, commands, segments, wall_s}, eval_wall_
 params_active, flops_per_chunk, latency_b1_ms, latency_device, latency_threads}, codebook (last logged
 code usage or null) and eval {"last", "best"}: {checkpoint, command, eval_info, success_rate,
 success_ci95, n_success, n_episodes, n_errors, per_task, seeds (digest), global_step, [monitor,
-monitor_value, same_as]}. Rates pooled over seeds get a fresh Wilson 95% interval here.
+monitor_value, same_as], outcomes: [[seed, 0|1], ...] read by collect}. Rates pooled over seeds
+get a fresh Wilson 95% interval here.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.suite import records
-from rollouts.stats import wilson_interval
+from rollouts.stats import mcnemar_exact, wilson_interval
 
 SCHEMA = 1
 
@@ -31,10 +32,20 @@ def finished_runs(out: Path) -> list[tuple[Path, dict[str, Any]]]:
     return [(p, r) for p, r in found if r and r.get("complete")]
 
 
+def with_outcomes(out: Path, run: dict[str, Any]) -> dict[str, Any]:
+    """The run with each evaluation's per-episode outcomes, [[seed, 0|1], ...] by seed, read from its
+    eval_info.json: what paired comparisons between policies need (the same seeds, episode by episode)."""
+    for summary in run["eval"].values():
+        info = records.read_json(out / summary["eval_info"]) if summary and summary.get("eval_info") else None
+        if info:
+            summary["outcomes"] = sorted([int(e["seed"]), int(bool(e["success"]))] for e in info["episodes"])
+    return run
+
+
 def collect(out: Path) -> dict[str, Any]:
     """results.json's document from a suite directory: every complete run found under runs/."""
     definition = records.read_json(out / "suite.json") or {}
-    runs = [r for _, r in finished_runs(out)]
+    runs = [with_outcomes(out, r) for _, r in finished_runs(out)]
     task_order = [t["name"] for t in definition.get("tasks", [])]
     variant_order = list(definition.get("variants", {}))
 
@@ -174,6 +185,29 @@ def target_lines(doc: dict[str, Any]) -> list[str]:
     return out
 
 
+def paired_lines(doc: dict[str, Any]) -> list[str]:
+    """Every policy of a task against the task's first one (MoDE in the standard order), episode by
+    episode on the evaluation seeds both ran (last EMA weights, training seeds matched): the successes
+    only one of them had, and the exact McNemar p-value of that split."""
+    out = []
+    by_task: dict[str, dict[str, dict[tuple[int, int], int]]] = {}
+    for r in doc["runs"]:
+        outcomes = r["eval"]["last"].get("outcomes")
+        if outcomes:
+            by_task.setdefault(r["task"], {}).setdefault(r["variant"], {}).update(
+                {(r["seed"], seed): ok for seed, ok in outcomes})
+    for task, variants in by_task.items():
+        (ref, ref_eps), *others = variants.items()
+        for name, eps in others:
+            both = sorted(ref_eps.keys() & eps.keys())
+            only_ref = sum(ref_eps[k] and not eps[k] for k in both)
+            only_other = sum(eps[k] and not ref_eps[k] for k in both)
+            out.append(f"- {task}: {name} vs {ref} on {len(both)} paired episodes: {sum(eps[k] for k in both)} vs "
+                       f"{sum(ref_eps[k] for k in both)} successes; only {name} {only_other}, only {ref} "
+                       f"{only_ref}; McNemar exact p = {mcnemar_exact(only_other, only_ref):.3g}")
+    return out
+
+
 def check_lines(doc: dict[str, Any]) -> list[str]:
     """The protocol, checked: every policy of a task saw the same store and the same evaluation seeds."""
     out = []
@@ -237,6 +271,8 @@ def render(doc: dict[str, Any], image_prefix: str = "", heading: str = "#") -> s
         parts += ["Codebook usage (training logs):", "", *lines, ""]
     if lines := target_lines(doc):
         parts += ["Targets of the task recipes (last EMA weights):", "", *lines, ""]
+    if lines := paired_lines(doc):
+        parts += ["Paired comparisons (same evaluation seeds, last EMA weights):", "", *lines, ""]
     parts += ["Protocol checks:", "", *check_lines(doc), "",
               "Produced by " + (", ".join(f"`{c}`" for c in commands) or "?") + f" at {', '.join(commits) or '?'}.",
               ""]

@@ -18,7 +18,7 @@ import torch
 from benchmarks.suite import __main__ as cli
 from benchmarks.suite.plots import heatmap_matrix
 from benchmarks.suite.records import load_checkpoint
-from benchmarks.suite.results import fmt_rate, target_lines
+from benchmarks.suite.results import fmt_rate, paired_lines, target_lines
 from benchmarks.suite.runner import SuiteError, SuiteRunner, run_subprocess, shown
 from benchmarks.suite.suites import SUITES, Budget, Suite, SuiteTask, Target, Variant
 from rollouts.stats import wilson_interval
@@ -173,6 +173,10 @@ def test_table_and_plots(suite_run, tmp_path, capsys) -> None:
         "- two: target 0.80 (a guess); mode 0.50 [0.15, 0.85] below, target inside the 95% interval; "
         "dit 0.50 [0.15, 0.85] below, target inside the 95% interval"]
     assert "Targets of the task recipes" in (out / "table.md").read_text()
+    # episode outcomes travel in results.json, so paired comparisons need nothing else
+    assert [len(r["eval"]["last"]["outcomes"]) for r in doc["runs"]] == [4, 4, 4, 4]
+    assert paired_lines(doc)[0] == ("- one: dit vs mode on 4 paired episodes: 4 vs 4 successes; only dit 0, "
+                                    "only mode 0; McNemar exact p = 1")
     far = {**doc, "tasks": [{**doc["tasks"][1], "target": {"success": 0.9, "source": "far"}}]}
     assert target_lines(far)[0].endswith("dit 0.50 [0.15, 0.85] not reached")
     # report regenerates everything from a committed results.json alone
@@ -353,3 +357,14 @@ def test_produced_by_names_only_invocations_that_asked_for_a_finished_run() -> N
     assert not contributed(inv("tasks=lift,square policies=cnn", ["cnn"]), doc)
     assert not contributed(inv("tasks=lift policies=mode seeds=1", ["mode"], (1,)), doc)
     assert not contributed({"policies": ["mode"], "seeds": [0]}, doc)
+
+
+def test_paired_comparison_matches_episodes_by_training_and_evaluation_seed() -> None:
+    def run(variant: str, seed: int, outcomes: list) -> dict:
+        return {"task": "t", "variant": variant, "seed": seed, "eval": {"last": {"outcomes": outcomes}}}
+
+    doc = {"runs": [run("mode", 0, [[10, 1], [11, 0], [12, 0]]), run("mode", 1, [[10, 0], [11, 0], [12, 0]]),
+                    run("dit", 0, [[10, 1], [11, 1], [12, 1]]), run("dit", 1, [[10, 1], [11, 1]])]}
+    # seed 1 episode 12 has no dit outcome: 5 pairs; dit alone succeeds on 4 of them
+    assert paired_lines(doc) == ["- t: dit vs mode on 5 paired episodes: 5 vs 1 successes; only dit 4, only mode 0; "
+                                 "McNemar exact p = 0.125"]

@@ -12,7 +12,7 @@ import torch
 from envs.seeds import EVAL_SEED_START
 from rollouts.options import RolloutOptions, VideoOptions
 from rollouts.runner import EnvBuildError, Runner, run
-from rollouts.stats import summarize, wilson_interval
+from rollouts.stats import mcnemar_exact, summarize, wilson_interval
 from rollouts.video import VideoDirError, check_writable_dir, video_filename, write_video
 from tests.envs import fake_env
 
@@ -223,3 +223,12 @@ def test_obs_keys_filter_and_missing_key_stops_the_run(tmp_path) -> None:
         assert np.allclose([f[4, 4, 0] for f in frames], [0, 40, 80, 120, 160], atol=4)  # lossy H.264
         with pytest.raises(EnvBuildError, match=r"no observation \['wrist_image'\]"):
             runner.run(policy, runner.options.replace(obs_keys=["state", "wrist_image"]))
+
+
+def test_mcnemar_exact_known_values() -> None:
+    assert mcnemar_exact(0, 0) == 1.0  # no discordant episode: no evidence either way
+    assert mcnemar_exact(5, 0) == pytest.approx(2 / 32)  # five fair coins all landing one way
+    assert mcnemar_exact(3, 18) == mcnemar_exact(18, 3) == pytest.approx(2 * (1 + 21 + 210 + 1330) / 2**21)
+    assert mcnemar_exact(10, 10) == 1.0
+    with pytest.raises(ValueError):
+        mcnemar_exact(-1, 2)
