@@ -30,13 +30,9 @@ from training.checkpoint import resolve_checkpoint
 
 def router_probs(policy: Policy) -> torch.Tensor:
     """[layers, steps, E]: each layer's router softmax at every σ > 0 of the policy's sampling schedule."""
-    net = policy.net
-    moes = net.sparse_layers()
-    if not moes:
+    if not policy.net.sparse_layers():
         raise ValueError("not a MoDE policy with a learned router (no sparse layers)")
-    c_noise = torch.tensor([math.log(s) / 4 for s in policy.edm.sigmas() if s > 0])  # what the sampler passes
-    emb = net.noise_emb(c_noise)
-    return torch.stack([m.router(emb).float().softmax(dim=-1) for m in moes])
+    return policy.net.router_logits(policy.edm.sigmas()).float().softmax(dim=-1)
 
 
 def usage(probs: torch.Tensor, k: int) -> list[dict[str, float]]:

@@ -285,20 +285,29 @@ class DiffusionTransformer(nn.Module):
         denoiser call of the schedule, from one router pass per layer and one route call in all; a
         RouteTable, whose .ids / .weights [S, L, k] hold the same as two tensors (the compiled loop's input).
         With DTR: (start, stop), the window of units at σ_step (Python ints), the same in every layer."""
-        values = [math.log(s) / 4 for s in sigmas if s > 0]  # the c_noise the sampler passes at each step
         if self.dtr is not None:  # computed on the host: the windows are Python ints, no device sync
-            windows = self.dtr.plan(torch.tensor(values, dtype=self.pos.dtype))
+            windows = self.dtr.plan(torch.tensor(schedule_c_noise(sigmas), dtype=self.pos.dtype))
             return [[window] * len(self.blocks) for window in windows]
         moes = self.sparse_layers()
         if len(moes) != len(self.blocks):
             raise ValueError("expert caching needs a sparse MLP in every block")
-        c_noise = torch.tensor(values, dtype=self.pos.dtype, device=self.pos.device)
-        emb = self.noise_emb(c_noise)  # [S, d]
-        logits = torch.cat([m.router(emb) for m in moes])  # [L*S, E]
-        ids, weights, _ = kernels.route(logits, moes[0].top_k, training=False)
-        n_steps, n_layers = c_noise.shape[0], len(moes)
+        logits = self.router_logits(sigmas)  # [L, S, E]
+        n_layers, n_steps, n_experts = logits.shape
+        ids, weights, _ = kernels.route(logits.reshape(-1, n_experts), moes[0].top_k, training=False)
 
         return RouteTable(*(t.view(n_layers, n_steps, -1).transpose(0, 1).contiguous() for t in (ids, weights)))
+
+    def router_logits(self, sigmas: list[float]) -> torch.Tensor:
+        """[L, S, E]: every sparse layer's router logits at each σ > 0 of a sampling schedule (the whole
+        routing of the policy, since the router sees σ alone)."""
+        c_noise = torch.tensor(schedule_c_noise(sigmas), dtype=self.pos.dtype, device=self.pos.device)
+        emb = self.noise_emb(c_noise)  # [S, d]
+        return torch.stack([m.router(emb) for m in self.sparse_layers()])
+
+
+def schedule_c_noise(sigmas: list[float]) -> list[float]:
+    """The c_noise = ln(σ)/4 the sampler passes at each denoiser call of a schedule (σ = 0 ends it)."""
+    return [math.log(s) / 4 for s in sigmas if s > 0]
 
 
 class RouteTable(list):

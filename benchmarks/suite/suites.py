@@ -214,7 +214,7 @@ TARGETS = {
 def _robosuite(name: str, store: str, n_demos: int, max_train: int | None = None) -> SuiteTask:
     cap = (f"data.max_train_episodes={max_train}",) if max_train else ()
     return SuiteTask(name, (f"task={store}",), store, _generate(store), n_demos, train_overrides=cap,
-                     target=None if max_train else TARGETS.get(name))
+                     target=TARGETS.get(name))
 
 
 def _metaworld(name: str, n_tasks: int, demos_per_task: int, images: bool) -> SuiteTask:
