@@ -4,6 +4,7 @@
                                      [tasks=lift,can] [out=DIR] [dry_run=true]
     python -m benchmarks.suite report DIR... [--markdown] [--readme README.md]
     python -m benchmarks.suite latency OUT [rounds=5] [repeats=20] [threads=1]
+    python -m benchmarks.suite restore RESULTS_JSON [out=DIR]
     python -m benchmarks.suite list
 
 SUITE is one of benchmarks/suite/suites.py (robosuite-state, robosuite-low-data, mt10-state, mt50-state,
@@ -12,6 +13,8 @@ command resumes (finished runs are kept). `report` rewrites table.md, success.pn
 to each results.json; --markdown prints the blocks for the README, --readme rewrites the block between
 `<!-- suite-results:begin -->` and `<!-- suite-results:end -->` in that file. `latency` measures the b=1
 latency of every finished run in OUT again, interleaved in one process (benchmarks/suite/latency.py).
+`restore` writes the runs of a published results.json back into a suite directory (default: the suite's
+outputs/suites/ folder), so that new runs join them in one table (benchmarks/suite/restore.py).
 Run from the repository root, with OMP_NUM_THREADS=1 on a shared CPU.
 """
 
@@ -124,6 +127,10 @@ def main(argv: list[str] | None = None) -> int:
             from benchmarks.suite import latency
 
             return latency.main(argv[1:])
+        if argv[0] == "restore":
+            from benchmarks.suite import restore
+
+            return restore.main(argv[1:])
         args = parse_run_args(argv[1:])
         runner = SuiteRunner(get_suite(argv[0]), budget=str(args["budget"]), policies=args["policies"],
                              seeds=args["seeds"], tasks=args["tasks"], out=args["out"], dry_run=bool(args["dry_run"]),

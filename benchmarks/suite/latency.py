@@ -4,7 +4,9 @@ The runner measures a run's latency right after its training (benchmarks/suite/c
 machine that number carries whatever else was running then (two suite lanes side by side slow each
 other's chunks by up to 2x, unevenly). This pass loads the last checkpoint of every finished run in
 `out`, then measures them in rounds, each round timing every policy once (median of `repeats` chunks),
-so all policies see the same machine state; a policy's latency is the median over rounds. It rewrites
+so all policies see the same machine state; a policy's latency is the median over rounds. A run restored
+from a published results.json (no checkpoint here) keeps its earlier number; the table then says that
+its latencies come from more than one pass. It rewrites
 `cost.latency_*` in each run's result.json (the previous value kept as `latency_b1_ms_at_training`) and
 the suite's results.json, table and plots. Run it with nothing else on the CPU; the 1-minute load
 average before and after is recorded.
@@ -34,16 +36,23 @@ def remeasure(out: Path, rounds: int = 5, repeats: int = 20, threads: int = 1,
 
     if rounds < 1 or repeats < 1 or threads < 1:
         raise ValueError(f"rounds, repeats and threads must be >= 1, got {rounds}, {repeats}, {threads}")
-    runs = finished_runs(out)
+    runs = []
+    for path, result in finished_runs(out):
+        last = out / result["train"]["run_dir"] / "checkpoints" / "last.ckpt"
+        if last.is_file():
+            runs.append((path, result, last))
+        else:  # a restored run (benchmarks/suite/restore.py): its weights are not here to time
+            echo(f"{result['task']}/{result['variant']}/seed{result['seed']}: no checkpoint here, its earlier "
+                 f"latency ({result['cost'].get('latency_measured', 'at training')}) is kept")
     if not runs:
-        raise ValueError(f"{out} holds no finished run (runs/<task>/<variant>/seed<S>/result.json)")
+        raise ValueError(f"{out} holds no finished run with its checkpoint (runs/<task>/<variant>/seed<S>/)")
     torch.set_num_threads(threads)
     calls = {}
-    for path, result in runs:
-        policy = Policy.from_checkpoint(out / result["train"]["run_dir"] / "checkpoints" / "last.ckpt").eval()
+    for path, _, last in runs:
+        policy = Policy.from_checkpoint(last).eval()
         obs, goal = dummy_inputs(policy.shape_meta, int(policy.config["n_obs_steps"]))
         calls[path] = (lambda p=policy, o=obs, g=goal: p.predict_action(o, g))
-    load_before = os.getloadavg()[0]
+    load_before, t0 = os.getloadavg()[0], time.time()
     samples: dict[Path, list[float]] = {p: [] for p in calls}
     with torch.inference_mode():
         for fn in calls.values():  # first calls (allocations, caches) outside the rounds
@@ -53,8 +62,9 @@ def remeasure(out: Path, rounds: int = 5, repeats: int = 20, threads: int = 1,
                 samples[path].append(median_seconds(fn, repeats=repeats, warmup=1))
             echo(f"round {r + 1}/{rounds} done")
     load_after = os.getloadavg()[0]
+    started = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t0))  # one stamp per pass: the table groups by it
     measured = {}
-    for path, result in runs:
+    for path, result, _ in runs:
         ms = statistics.median(samples[path]) * 1e3
         cost = result["cost"]
         cost.setdefault("latency_b1_ms_at_training", cost["latency_b1_ms"])
@@ -62,7 +72,7 @@ def remeasure(out: Path, rounds: int = 5, repeats: int = 20, threads: int = 1,
                     latency_repeats=repeats, latency_method=f"interleaved, {rounds} rounds, median of rounds",
                     latency_rounds_ms=[round(s * 1e3, 3) for s in samples[path]],
                     latency_load_avg_1m=[round(load_before, 2), round(load_after, 2)],
-                    latency_measured=time.strftime("%Y-%m-%dT%H:%M:%S"))
+                    latency_measured=started)
         records.write_json(path, result)
         key = f"{result['task']}/{result['variant']}/seed{result['seed']}"
         measured[key] = ms

@@ -95,6 +95,7 @@ def groups(doc: dict[str, Any]) -> list[dict[str, Any]]:
             "latency_device": f"{runs[0]['cost']['latency_device']} ({runs[0]['cost']['latency_threads']} thread"
                               f"{'s' if runs[0]['cost']['latency_threads'] > 1 else ''})",
             "latency_method": runs[0]["cost"].get("latency_method", "right after its training"),
+            "latency_pass": runs[0]["cost"].get("latency_measured") or "",
             "steps": runs[0]["train"]["steps"],
             "train_wall_s": statistics.fmean(r["train"]["wall_s"] for r in runs),
             "store_sha256": sorted({r["store"].get("sha256") or "" for r in runs}),
@@ -128,14 +129,26 @@ TABLE_COLUMNS = ("task", "policy", "success, last EMA [95% CI]", "success, best 
                  "steps", "train time / run")
 
 
+def latency_passes(doc: dict[str, Any]) -> list[str]:
+    """The distinct latency passes of the table ("" = measured right after training), oldest first:
+    latencies compare within one pass (one process, one machine state), not across."""
+    return sorted({g["latency_pass"] for g in groups(doc)})
+
+
+def latency_cell(g: dict[str, Any], passes: list[str]) -> str:
+    cell = f"{g['latency_b1_ms']:.1f} ms"
+    return cell if len(passes) < 2 else f"{cell} (p{passes.index(g['latency_pass']) + 1})"
+
+
 def table_lines(doc: dict[str, Any]) -> list[str]:
     lines = ["| " + " | ".join(TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
+    passes = latency_passes(doc)
     for g in groups(doc):
         last = g["last"]
         cells = [g["task"], g["variant"], fmt_rate(last), fmt_rate(g["best"]), str(last["n_episodes"]),
                  str(len(g["seeds"])), ", ".join(f"{r:.2f}" for r in last["per_seed"]),
                  f"{fmt_count(g['params_total'])} / {fmt_count(g['params_active'])}",
-                 fmt_count(g["flops_per_chunk"]), f"{g['latency_b1_ms']:.1f} ms", str(g["steps"]),
+                 fmt_count(g["flops_per_chunk"]), latency_cell(g, passes), str(g["steps"]),
                  fmt_minutes(g["train_wall_s"])]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
@@ -245,6 +258,14 @@ def contributed(invocation: dict[str, Any], doc: dict[str, Any]) -> bool:
                and r["seed"] in invocation.get("seeds", ()) for r in doc["runs"])
 
 
+def passes_text(doc: dict[str, Any]) -> str:
+    passes = latency_passes(doc)
+    if len(passes) < 2:
+        return ""
+    named = ", ".join(f"p{i + 1} {p[:16].replace('T', ' ') or 'right after training'}" for i, p in enumerate(passes))
+    return f", in {len(passes)} passes ({named}): compare latencies within one pass"
+
+
 def render(doc: dict[str, Any], image_prefix: str = "", heading: str = "#") -> str:
     """table.md (or, with another prefix and heading level, the README block) for one suite."""
     spec = doc.get("budget_spec", {})
@@ -260,7 +281,7 @@ def render(doc: dict[str, Any], image_prefix: str = "", heading: str = "#") -> s
              "top-1 checkpoint by val/loss. FLOPs per action chunk at batch 1; latency on "
              f"{', '.join(sorted({g['latency_device'] for g in groups(doc)})) or '?'}, measured "
              f"{'; '.join(sorted({g['latency_method'] for g in groups(doc)})) or '?'}"
-             " (`python -m benchmarks.suite latency OUT`).", "",
+             " (`python -m benchmarks.suite latency OUT`)" + passes_text(doc) + ".", "",
              *table_lines(doc), ""]
     parts += [f"![success per policy]({image_prefix}success.png)", ""]
     if has_heatmap(doc):

@@ -368,3 +368,43 @@ def test_paired_comparison_matches_episodes_by_training_and_evaluation_seed() ->
     # seed 1 episode 12 has no dit outcome: 5 pairs; dit alone succeeds on 4 of them
     assert paired_lines(doc) == ["- t: dit vs mode on 5 paired episodes: 5 vs 1 successes; only dit 4, only mode 0; "
                                  "McNemar exact p = 0.125"]
+
+
+def test_restored_runs_join_new_ones_in_one_table(suite_run, tmp_path) -> None:
+    """A published results.json restored into a fresh suite directory: the runner redoes none of its runs,
+    latency re-times only the runs whose checkpoints are here, and the table names the two passes."""
+    from benchmarks.suite.latency import remeasure
+    from benchmarks.suite.restore import restore
+    from benchmarks.suite.results import check_lines, collect, paired_lines, table_lines
+
+    out, doc, _ = suite_run
+    fresh = tmp_path / "fresh"
+    shutil.copytree(out / "runs" / "two" / "mode", fresh / "runs" / "two" / "mode")  # a run of this machine
+    counts = restore(out / "results.json", fresh, echo=lambda line: None)
+    assert counts == {"written": 3, "kept": 1, "skipped": 0}
+    restored = collect(fresh)
+    assert [(r["task"], r["variant"]) for r in restored["runs"]] == [(r["task"], r["variant"]) for r in doc["runs"]]
+    for mine, theirs in zip(restored["runs"], doc["runs"]):
+        assert mine.get("restored_from") == (None if mine["task"] == "two" and mine["variant"] == "mode"
+                                             else str(out / "results.json"))
+        assert mine["eval"]["last"]["outcomes"] == theirs["eval"]["last"]["outcomes"]  # paired tests still work
+    assert paired_lines(restored) == paired_lines(doc)
+    assert restore(out / "results.json", fresh, echo=lambda line: None) == {"written": 0, "kept": 4, "skipped": 0}
+    assert len((fresh / "invocations.jsonl").read_text().splitlines()) == len(doc["invocations"])  # not twice
+
+    measured = remeasure(fresh, rounds=1, repeats=1, echo=lambda line: None)
+    assert list(measured) == ["two/mode/seed0"]
+    table = "\n".join(table_lines(collect(fresh)))
+    assert table.count("(p1)") == 3 and table.count("(p2)") == 1
+
+    launched: list = []
+    again = runner(fresh, launched).run()
+    assert [a[2] for a in launched] == ["tests.benchmarks.fake_demos"] * 2  # the stores, regenerated; no training
+    assert all("same demo store" in line for line in check_lines(again))  # the same demos as the published runs
+    other = tmp_path / "other"  # task one's store here holds other demos: its runs are not restored
+    shutil.copytree(out / "datasets" / "fake-ab-6.zarr", other / "datasets" / "fake-a-6.zarr")
+    assert restore(out / "results.json", other, echo=lambda line: None) == {"written": 2, "kept": 0, "skipped": 2}
+    assert {r["task"] for r in collect(other)["runs"]} == {"two"}
+    with pytest.raises(ValueError, match="not a suite results.json"):
+        restore(out / "suite.json", tmp_path / "x")
+    assert cli.main(["restore", str(tmp_path / "missing.json")]) == 2
