@@ -11,7 +11,9 @@ Layout of `out`:
     results.json  table.md  success.png  heatmap.png (multitask)
 
 Resume: a run whose result.json is complete is skipped; a training that stopped early continues with
-`resume=<run dir>`; an evaluation whose eval_info.json matches its checkpoint is kept.
+`resume=<run dir>`; an evaluation whose eval_info.json matches its checkpoint is kept. A run restored
+from a published results.json (benchmarks/suite/restore.py) whose store hash differs from the store here
+is trained again (its result.json kept as result.restored.json).
 """
 
 from __future__ import annotations
@@ -195,6 +197,15 @@ class SuiteRunner:
                              f"{spec.get('config_hash')}, this suite: {config_hash}); pass another out= or "
                              "delete that directory")
         done = records.read_json(rdir / "result.json")
+        if done and done.get("complete") and done.get("restored_from") and store.get("sha256") \
+                and done["store"].get("sha256") != store["sha256"]:
+            # a published run (benchmarks/suite/restore.py) trained on other bytes than this store holds: its
+            # numbers would not be like for like with the runs here, so it is trained again on these demos
+            self.echo(f"- {key}: restored from {done['restored_from']}, but trained on another store (sha256 "
+                      f"{str(done['store'].get('sha256'))[:12]}, here {store['sha256'][:12]}): trained again here")
+            if not self.dry_run:
+                os.replace(rdir / "result.json", rdir / "result.restored.json")
+            done = None
         if done and done.get("complete"):
             self.echo(f"= {key}: finished earlier, kept")
             return done

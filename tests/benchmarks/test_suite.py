@@ -405,6 +405,21 @@ def test_restored_runs_join_new_ones_in_one_table(suite_run, tmp_path) -> None:
     shutil.copytree(out / "datasets" / "fake-ab-6.zarr", other / "datasets" / "fake-a-6.zarr")
     assert restore(out / "results.json", other, echo=lambda line: None) == {"written": 2, "kept": 0, "skipped": 2}
     assert {r["task"] for r in collect(other)["runs"]} == {"two"}
+    # No store there yet: everything is restored, and the runner, regenerating the stores, trains again the
+    # runs whose published store hash is not the one it made (here task one's, as if made on another machine).
+    published = json.loads((out / "results.json").read_text())
+    for r in published["runs"]:
+        if r["task"] == "one":
+            r["store"]["sha256"] = "0" * 64
+    (tmp_path / "published.json").write_text(json.dumps(published))
+    later = tmp_path / "later"
+    assert restore(tmp_path / "published.json", later, echo=lambda line: None)["written"] == 4
+    launched = []
+    redone = runner(later, launched).run()
+    assert [a[1] for a in launched].count("train.py") == 2
+    assert {(r["task"], bool(r.get("restored_from"))) for r in redone["runs"]} == {("one", False), ("two", True)}
+    assert (later / "runs" / "one" / "mode" / "seed0" / "result.restored.json").is_file()
+    assert all("same demo store" in line for line in check_lines(redone))
     with pytest.raises(ValueError, match="not a suite results.json"):
         restore(out / "suite.json", tmp_path / "x")
     assert cli.main(["restore", str(tmp_path / "missing.json")]) == 2
