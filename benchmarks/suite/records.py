@@ -1,6 +1,6 @@
 """Small readers and writers the suite runner keeps its books with: JSON files written atomically, the
-content hash of a demo store, the git state, checkpoint facts (step, best-by-validation) and the summary
-of an eval_info.json.
+content hash of a demo store, the git state, the machine (package versions, CPU), checkpoint facts (step,
+best-by-validation) and the summary of an eval_info.json.
 """
 
 from __future__ import annotations
@@ -78,6 +78,38 @@ def git_state() -> dict[str, Any]:
     commit = git("rev-parse", "HEAD")
     status = git("status", "--porcelain", "--untracked-files=no")
     return {"git_commit": commit, "git_dirty": bool(status) if status is not None else None}
+
+
+PACKAGES = ("torch", "numpy", "mujoco", "robosuite", "metaworld", "zarr", "numcodecs")
+
+
+def machine() -> dict[str, Any]:
+    """What a number can depend on besides the code and the config: the versions of the packages that
+    compute it and the CPU, by model and by a digest of its feature flags (MuJoCo and the BLAS pick their
+    SIMD paths by those, so two machines of one model name can still round differently)."""
+    import platform
+    from importlib import metadata
+
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    model, flags = None, ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = (part.strip() for part in line.partition(":"))
+            if key == "model name" and model is None:
+                model = value
+            elif key in ("flags", "Features") and not flags:
+                flags = " ".join(sorted(value.split()))
+    except OSError:  # not Linux: the platform's own name
+        pass
+    model = model or platform.processor() or platform.machine()
+    return {"python": platform.python_version(), "packages": versions, "cpu": model,
+            "cpu_flags_sha256": hashlib.sha256(flags.encode()).hexdigest()[:12] if flags else None,
+            "cpu_count": os.cpu_count()}
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

@@ -2,15 +2,17 @@
 
 results.json = the suite definition (suite.json: suite, description, budget, budget_spec, multitask,
 tasks, variants, eval_seed_offset) + {"schema", "invocations": [{time, command, git_commit, git_dirty,
-policies, seeds}], "stores": {path: {path, n_episodes, sha256}}, "runs": [result.json of each run]}.
+policies, seeds}], "stores": {path: {path, n_episodes, sha256, generated}}, "runs": [result.json of each run]}.
 Each task may carry a target {success, source}: the level its recipe should reach. A run
 (benchmarks/suite/runner.py writes it) holds: task, variant, seed, config_hash, git_commit,
-git_dirty, store, train {run_dir, steps, commands, segments, wall_s}, eval_wall_s, cost {params_total,
-params_active, flops_per_chunk, latency_b1_ms, latency_device, latency_threads}, codebook (last logged
-code usage or null) and eval {"last", "best"}: {checkpoint, command, eval_info, success_rate,
-success_ci95, n_success, n_episodes, n_errors, per_task, seeds (digest), global_step, [monitor,
-monitor_value, same_as], outcomes: [[seed, 0|1], ...] read by collect}. Rates pooled over seeds
-get a fresh Wilson 95% interval here.
+git_dirty, store {path, n_episodes, sha256, generated: {time, command, git, machine} or null},
+machine {python, packages, cpu, cpu_flags_sha256, cpu_count}, train {run_dir, steps, commands, segments,
+wall_s}, eval_wall_s, cost {params_total, params_active, flops_per_chunk, latency_b1_ms, latency_device,
+latency_threads}, codebook (last logged code usage or null) and eval {"last", "best"}: {checkpoint,
+command, eval_info, success_rate, success_ci95, n_success, n_episodes, n_errors, per_task, seeds (digest),
+global_step, [monitor, monitor_value, same_as], outcomes: [[seed, 0|1], ...] read by collect}; a run put
+back by benchmarks/suite/restore.py also has restored_from. Rates pooled over seeds get a fresh Wilson 95%
+interval here.
 """
 
 from __future__ import annotations

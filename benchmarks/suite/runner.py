@@ -5,6 +5,7 @@ evaluation seeds for every policy.
 
 Layout of `out`:
     datasets/<store>-<n>.zarr            generated once, reused by every run (hash in results.json)
+    datasets/<store>-<n>.generated.json  when, by which command and on which machine it was generated
     runs/<task>/<variant>/seed<S>/       spec.json, train/ (the train.py run dir), eval-last/, eval-best/,
                                          *.log (subprocess output), commands.jsonl, result.json
     commands.jsonl                       every command run, with exit code, wall time and git commit
@@ -150,8 +151,12 @@ class SuiteRunner:
             except StoreError as err:
                 raise SuiteError(f"{shown(path)}: {err}; delete it and rerun to regenerate it") from None
 
+        provenance = path.with_suffix(".generated.json")  # beside the store: not part of its hash
         if count() < n:
             self.launch(argv, path.with_suffix(".log"), "generate")
+            if not self.dry_run:
+                records.write_json(provenance, {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "command": display(argv),
+                                                **self.git, "machine": records.machine()})
         if self.dry_run:
             return {"path": path.relative_to(self.out).as_posix(), "n_episodes": n, "command": display(argv)}
         have = count()
@@ -159,7 +164,8 @@ class SuiteRunner:
             raise SuiteError(f"{shown(path)} holds {have} episodes after generation, {n} wanted; see "
                              f"{shown(path.with_suffix('.log'))}")
         return {"path": path.relative_to(self.out).as_posix(), "n_episodes": have,
-                "sha256": records.store_sha256(path), "command": display(argv)}
+                "sha256": records.store_sha256(path), "command": display(argv),
+                "generated": records.read_json(provenance)}  # None: made before the runner recorded it
 
     # --- one run ----------------------------------------------------------------------------------
     def run_dir(self, task: SuiteTask, variant: Variant, seed: int) -> Path:
@@ -281,7 +287,8 @@ class SuiteRunner:
             "task": task.name, "variant": variant.name, "seed": seed, "config_hash": config_hash,
             "git_commit": first.get("git_commit"), "git_dirty": first.get("git_dirty"),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "store": {k: store[k] for k in ("path", "n_episodes", "sha256")},
+            "store": {k: store[k] for k in ("path", "n_episodes", "sha256", "generated")},
+            "machine": records.machine(),  # where this run trained and was evaluated
             "train": {"run_dir": train_dir.relative_to(self.out).as_posix(), "steps": step,
                       "commands": [c["command"] for c in trains], "segments": len(trains),
                       "wall_s": round(sum(c["wall_s"] for c in trains), 1)},

@@ -94,6 +94,9 @@ def test_result_schema_and_numbers(suite_run) -> None:
         assert cost["params_total"] >= cost["params_active"] > 0
         assert cost["flops_per_chunk"] > 0 and cost["latency_b1_ms"] > 0
         assert r["codebook"] is None  # no codebook in these policies: nothing logged
+        assert r["machine"]["packages"]["torch"] == torch.__version__ and r["machine"]["cpu"]
+        generated = r["store"]["generated"]  # where and how the demos were made, kept outside the store's hash
+        assert generated["command"].startswith("python -m tests.benchmarks.fake_demos ") and generated["machine"]
         last = r["eval"]["last"]
         assert last["n_episodes"] == 4 and last["global_step"] == 4
         assert last["success_ci95"] == pytest.approx(list(wilson_interval(last["n_success"], 4)))
@@ -377,7 +380,8 @@ def test_restored_runs_join_new_ones_in_one_table(suite_run, tmp_path) -> None:
     from benchmarks.suite.restore import restore
     from benchmarks.suite.results import check_lines, collect, paired_lines, table_lines
 
-    out, doc, _ = suite_run
+    out = suite_run[0]
+    doc = json.loads((out / "results.json").read_text())  # as other tests of this module left it
     fresh = tmp_path / "fresh"
     shutil.copytree(out / "runs" / "two" / "mode", fresh / "runs" / "two" / "mode")  # a run of this machine
     counts = restore(out / "results.json", fresh, echo=lambda line: None)
