@@ -249,15 +249,31 @@ def steps_text(steps: int | None) -> str:
         else f"{steps} steps"
 
 
-def contributed(invocation: dict[str, Any], doc: dict[str, Any]) -> bool:
-    """Whether an invocation asked for one of the finished runs (an interrupted or superseded one did
-    not): its policies and seeds are recorded, its tasks are the command's tasks= (none: all)."""
+def asked_for(invocation: dict[str, Any], run: dict[str, Any]) -> bool:
+    """Whether an invocation asked for this run: its policies and seeds are recorded, its tasks are the
+    command's tasks= (none: all)."""
     if not invocation.get("command"):
         return False
     asked = [a.partition("=")[2] for a in shlex.split(invocation["command"]) if a.startswith("tasks=")]
-    tasks = set(asked[-1].split(",")) if asked else None
-    return any((tasks is None or r["task"] in tasks) and r["variant"] in invocation.get("policies", ())
-               and r["seed"] in invocation.get("seeds", ()) for r in doc["runs"])
+    return (not asked or run["task"] in asked[-1].split(",")) and run["variant"] in invocation.get("policies", ()) \
+        and run["seed"] in invocation.get("seeds", ())
+
+
+def producers(doc: dict[str, Any]) -> list[str]:
+    """The suite commands that made the finished runs, in the order they were run. For a run that records
+    when its first command started, the last invocation asking for it before then (the one that started
+    it) and any that resumed it before it finished; otherwise every invocation that asked for it before it
+    finished. An interrupted invocation whose run was later made again by another is not one."""
+    invocations = [i for i in doc.get("invocations", []) if i.get("command")]
+    chosen: set[int] = set()
+    for run in doc["runs"]:
+        finished, started = run.get("created") or "9999", run.get("started")
+        asking = [k for k, i in enumerate(invocations) if asked_for(i, run) and (i.get("time") or "") <= finished]
+        if started:
+            before = [k for k in asking if (invocations[k].get("time") or "") <= started]
+            asking = before[-1:] + [k for k in asking if (invocations[k].get("time") or "") > started]
+        chosen.update(asking)
+    return list(dict.fromkeys(invocations[k]["command"] for k in sorted(chosen)))
 
 
 def passes_text(doc: dict[str, Any]) -> str:
@@ -273,7 +289,7 @@ def render(doc: dict[str, Any], image_prefix: str = "", heading: str = "#") -> s
     spec = doc.get("budget_spec", {})
     commits = sorted({f"{(r.get('git_commit') or '?')[:10]}{' (dirty)' if r.get('git_dirty') else ''}"
                       for r in doc["runs"]})
-    commands = list(dict.fromkeys(i["command"] for i in doc.get("invocations", []) if contributed(i, doc)))
+    commands = producers(doc)
     parts = [f"{heading} {doc.get('suite', '?')} (budget={doc.get('budget', '?')})", "",
              doc.get("description", ""), "",
              f"Per run: {steps_text(spec.get('steps'))} of batch {spec.get('batch_size')}, "

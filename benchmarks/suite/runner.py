@@ -286,6 +286,7 @@ class SuiteRunner:
             "schema": SCHEMA, "complete": True, "suite": self.suite.name, "budget": self.budget_name,
             "task": task.name, "variant": variant.name, "seed": seed, "config_hash": config_hash,
             "git_commit": first.get("git_commit"), "git_dirty": first.get("git_dirty"),
+            "started": min((c["time"] for c in cmds), default=None),  # its first command (results.producers)
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "store": {k: store[k] for k in ("path", "n_episodes", "sha256", "generated")},
             "machine": records.machine(),  # where this run trained and was evaluated

@@ -345,21 +345,33 @@ def test_latency_is_measured_again_interleaved(suite_run, tmp_path) -> None:
     assert cli.main(["latency", str(copy), "rounds=x"]) == 2
 
 
-def test_produced_by_names_only_invocations_that_asked_for_a_finished_run() -> None:
-    from benchmarks.suite.results import contributed
+def test_produced_by_names_only_invocations_that_made_a_finished_run() -> None:
+    from benchmarks.suite.results import producers
 
-    doc = {"runs": [{"task": "lift", "variant": "mode", "seed": 0}, {"task": "square", "variant": "dit", "seed": 0}]}
     base = "python -m benchmarks.suite robosuite-state budget=cpu"
 
-    def inv(args: str, policies: list[str], seeds: tuple = (0,)) -> dict:
-        return {"command": f"{base} {args}".strip(), "policies": policies, "seeds": list(seeds)}
+    def inv(time: str, args: str, policies: list[str], seeds: tuple = (0,)) -> dict:
+        return {"time": f"2026-12-0{time}", "command": f"{base} {args}".strip(), "policies": policies,
+                "seeds": list(seeds)}
 
-    assert contributed(inv("", ["mode", "dit", "cnn"]), doc)  # no tasks=: every task
-    assert contributed(inv("tasks=square policies=dit", ["dit"]), doc)
-    assert not contributed(inv("tasks=can policies=mode", ["mode"]), doc)  # interrupted, nothing finished
-    assert not contributed(inv("tasks=lift,square policies=cnn", ["cnn"]), doc)
-    assert not contributed(inv("tasks=lift policies=mode seeds=1", ["mode"], (1,)), doc)
-    assert not contributed({"policies": ["mode"], "seeds": [0]}, doc)
+    doc = {"runs": [{"task": "lift", "variant": "mode", "seed": 0, "created": "2026-12-01T03"},
+                    {"task": "square", "variant": "dit", "seed": 0, "created": "2026-12-01T05"}],
+           "invocations": [inv("1T01", "", ["mode", "dit", "cnn"]),  # no tasks=: every task
+                           inv("1T02", "tasks=square policies=dit", ["dit"]),
+                           inv("1T02", "tasks=can policies=mode", ["mode"]),  # interrupted, nothing finished
+                           inv("1T02", "tasks=lift,square policies=cnn", ["cnn"]),
+                           inv("1T02", "tasks=lift policies=mode seeds=1", ["mode"], (1,)),
+                           inv("1T06", "tasks=square policies=dit seeds=0", ["dit"]),  # after it finished
+                           {"time": "2026-12-01T02", "policies": ["mode"], "seeds": [0]}]}
+    assert producers(doc) == [f"{base}", f"{base} tasks=square policies=dit"]
+    # A run trained again later (its start recorded): only the invocation that started it, and one that
+    # resumed it, made it; the earlier ones that asked for the same run made the one it replaced.
+    doc["runs"][1].update(started="2026-12-02T01", created="2026-12-02T09")
+    doc["invocations"] += [inv("2T00", "tasks=square policies=dit", ["dit"]),
+                           inv("2T03", "tasks=square policies=dit,cnn", ["dit", "cnn"])]
+    assert producers(doc) == [f"{base}", f"{base} tasks=square policies=dit", f"{base} tasks=square policies=dit,cnn"]
+    assert producers({**doc, "runs": doc["runs"][1:]}) == [f"{base} tasks=square policies=dit",
+                                                            f"{base} tasks=square policies=dit,cnn"]
 
 
 def test_paired_comparison_matches_episodes_by_training_and_evaluation_seed() -> None:
