@@ -44,10 +44,20 @@ def with_outcomes(out: Path, run: dict[str, Any]) -> dict[str, Any]:
     return run
 
 
+def with_start(result_path: Path, run: dict[str, Any]) -> dict[str, Any]:
+    """The run with `started` (its first command's time) read from its commands.jsonl when its result.json
+    predates that field: what `producers` needs to tell the invocation that made it from earlier ones."""
+    if not run.get("started"):
+        times = [c["time"] for c in records.read_jsonl(result_path.parent / "commands.jsonl") if c.get("time")]
+        if times:
+            run["started"] = min(times)
+    return run
+
+
 def collect(out: Path) -> dict[str, Any]:
     """results.json's document from a suite directory: every complete run found under runs/."""
     definition = records.read_json(out / "suite.json") or {}
-    runs = [with_outcomes(out, r) for _, r in finished_runs(out)]
+    runs = [with_start(p, with_outcomes(out, r)) for p, r in finished_runs(out)]
     task_order = [t["name"] for t in definition.get("tasks", [])]
     variant_order = list(definition.get("variants", {}))
 
