@@ -283,7 +283,8 @@ def producers(doc: dict[str, Any]) -> list[str]:
             before = [k for k in asking if (invocations[k].get("time") or "") <= started]
             asking = before[-1:] + [k for k in asking if (invocations[k].get("time") or "") > started]
         chosen.update(asking)
-    return list(dict.fromkeys(invocations[k]["command"] for k in sorted(chosen)))
+    in_time = sorted(chosen, key=lambda k: (invocations[k].get("time") or "", k))  # restored ones came later
+    return list(dict.fromkeys(invocations[k]["command"] for k in in_time))
 
 
 def passes_text(doc: dict[str, Any]) -> str:
