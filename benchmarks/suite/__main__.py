@@ -55,7 +55,7 @@ def parse_run_args(argv: list[str]) -> dict[str, object]:
 
 def readme_block(dirs: list[Path], relative_to: Path) -> str:
     from benchmarks.suite.records import read_json
-    from benchmarks.suite.results import render
+    from benchmarks.suite.tables import render
 
     blocks = []
     for d in dirs:
@@ -67,7 +67,7 @@ def readme_block(dirs: list[Path], relative_to: Path) -> str:
 
 def report(argv: list[str]) -> int:
     from benchmarks.suite.records import read_json
-    from benchmarks.suite.results import write_report
+    from benchmarks.suite.tables import write_report
 
     flags = {a for a in argv if a.startswith("--")}
     readme = None
@@ -109,7 +109,8 @@ def report(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    from benchmarks.suite.runner import SuiteError, SuiteRunner, terminate_children
+    from benchmarks.suite.processes import terminate_children
+    from benchmarks.suite.runner import SuiteError, SuiteRunner
     from benchmarks.suite.suites import SUITES, get_suite
 
 

@@ -26,7 +26,8 @@ import torch
 from benchmarks.common import device_name, median_seconds
 from benchmarks.suite import records
 from benchmarks.suite.cost import dummy_inputs
-from benchmarks.suite.results import collect, finished_runs, write_report
+from benchmarks.suite.results import collect, finished_runs
+from benchmarks.suite.tables import write_report
 
 
 def remeasure(out: Path, rounds: int = 5, repeats: int = 20, threads: int = 1,

@@ -24,6 +24,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from benchmarks.suite import records
+from benchmarks.suite.processes import shown
 from benchmarks.suite.records import REPO
 
 USAGE = "usage: python -m benchmarks.suite restore RESULTS_JSON [out=DIR]"
@@ -43,7 +44,8 @@ def merged_variants(current: dict[str, list[str]], restored: dict[str, list[str]
 
 def restore(results_json: Path, out: Path | None = None, echo=print) -> dict[str, int]:
     """Write the runs of `results_json` into `out`; returns how many were written and kept."""
-    from benchmarks.suite.results import collect, write_report
+    from benchmarks.suite.results import collect
+    from benchmarks.suite.tables import write_report
 
     doc = records.read_json(results_json)
     if not isinstance(doc, dict) or not isinstance(doc.get("runs"), list) or not doc.get("suite"):
@@ -62,8 +64,7 @@ def restore(results_json: Path, out: Path | None = None, echo=print) -> dict[str
                                                   doc["suite"])}
     records.write_json(out / "suite.json", definition)
 
-    resolved = Path(results_json).resolve()
-    source = resolved.relative_to(REPO).as_posix() if resolved.is_relative_to(REPO) else str(resolved)
+    source = shown(results_json)
     written = kept = skipped = 0
     here: dict[str, str | None] = {}  # store path -> sha256 of the store of that name in out, if one is there
     for run in doc["runs"]:

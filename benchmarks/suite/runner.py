@@ -22,9 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shlex
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -33,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.suite import records
+from benchmarks.suite.processes import display, run_subprocess, shown, tail
 from benchmarks.suite.records import REPO
 from benchmarks.suite.suites import Budget, Suite, SuiteTask, Variant
 from envs.seeds import EVAL_SEED_START
@@ -44,57 +43,6 @@ Executor = Callable[[list[str], Path], int]
 
 class SuiteError(RuntimeError):
     """A problem the user can act on (a failed command, a run directory of another config): one message."""
-
-
-LIVE: set[subprocess.Popen] = set()  # the child running now, so that a SIGTERM to the suite reaches it
-STOP_TIMEOUT_S = 300  # how long an interrupted child may take to save its state (train.py: last.ckpt)
-
-
-def run_subprocess(argv: list[str], log_path: Path) -> int:
-    """Run from the repo root (train.py and eval_rollouts.py resolve conf/ and imports from there); the
-    output goes to `log_path`, appended, so a resumed training keeps its whole log."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("ab") as log:
-        proc = subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        LIVE.add(proc)
-        try:
-            return proc.wait()
-        except KeyboardInterrupt:
-            # Ctrl-C reached the child too (same process group), a SIGTERM is passed on (terminate_children):
-            # either way it saves and exits; killing it at once, as subprocess.run would, could lose the save.
-            try:
-                proc.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            raise
-        finally:
-            LIVE.discard(proc)
-
-
-def terminate_children(signum: int, frame: Any) -> None:
-    """SIGTERM handler of the suite: pass it on to the running command, then stop like Ctrl-C."""
-    for proc in list(LIVE):
-        proc.terminate()
-    raise KeyboardInterrupt
-
-
-def shown(path: Path) -> str:
-    """A path as a command line shows it: relative to the repo root (the cwd) when inside it."""
-    path = Path(path).resolve()
-    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
-
-
-def display(argv: list[str]) -> str:
-    return shlex.join(["python", *argv[1:]])
-
-
-def _tail(path: Path, n: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
-    except OSError:
-        return ""
 
 
 class SuiteRunner:
@@ -130,7 +78,7 @@ class SuiteRunner:
                 records.append_jsonl(run_dir / "commands.jsonl", rec)
         if rc != 0:
             raise SuiteError(f"{phase} failed with exit code {rc}: {cmd}\n(last lines of {shown(log)}:)\n"
-                             f"{_tail(log)}\nfix the cause and rerun the same suite command: finished work is kept")
+                             f"{tail(log)}\nfix the cause and rerun the same suite command: finished work is kept")
 
     # --- demo stores ------------------------------------------------------------------------------
     def store_path(self, task: SuiteTask) -> Path:
@@ -286,7 +234,7 @@ class SuiteRunner:
             "schema": SCHEMA, "complete": True, "suite": self.suite.name, "budget": self.budget_name,
             "task": task.name, "variant": variant.name, "seed": seed, "config_hash": config_hash,
             "git_commit": first.get("git_commit"), "git_dirty": first.get("git_dirty"),
-            "started": min((c["time"] for c in cmds), default=None),  # its first command (results.producers)
+            "started": min((c["time"] for c in cmds), default=None),  # its first command (tables.producers)
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "store": {k: store[k] for k in ("path", "n_episodes", "sha256", "generated")},
             "machine": records.machine(),  # where this run trained and was evaluated
@@ -325,7 +273,8 @@ class SuiteRunner:
 
     def run(self) -> dict[str, Any] | None:
         """Everything the suite asks for that is not finished yet; returns the results document."""
-        from benchmarks.suite.results import collect, write_report
+        from benchmarks.suite.results import collect
+        from benchmarks.suite.tables import write_report
 
         if not self.dry_run:
             records.append_jsonl(self.out / "invocations.jsonl", {

@@ -17,10 +17,11 @@ import torch
 
 from benchmarks.suite import __main__ as cli
 from benchmarks.suite.plots import heatmap_matrix
+from benchmarks.suite.processes import run_subprocess, shown
 from benchmarks.suite.records import load_checkpoint
-from benchmarks.suite.results import fmt_rate, paired_lines, target_lines
-from benchmarks.suite.runner import SuiteError, SuiteRunner, run_subprocess, shown
+from benchmarks.suite.runner import SuiteError, SuiteRunner
 from benchmarks.suite.suites import SUITES, Budget, Suite, SuiteTask, Target, Variant
+from benchmarks.suite.tables import fmt_rate, paired_lines, target_lines
 from rollouts.stats import wilson_interval
 from tests.training.helpers import TINY
 
@@ -322,7 +323,8 @@ def test_suite_json_keeps_the_policies_of_earlier_invocations(tmp_path) -> None:
 
 def test_latency_is_measured_again_interleaved(suite_run, tmp_path) -> None:
     from benchmarks.suite.latency import remeasure
-    from benchmarks.suite.results import collect, table_lines
+    from benchmarks.suite.results import collect
+    from benchmarks.suite.tables import table_lines
 
     out, _, _ = suite_run
     copy = tmp_path / "suite"
@@ -346,7 +348,7 @@ def test_latency_is_measured_again_interleaved(suite_run, tmp_path) -> None:
 
 
 def test_produced_by_names_only_invocations_that_made_a_finished_run() -> None:
-    from benchmarks.suite.results import producers
+    from benchmarks.suite.tables import producers
 
     base = "python -m benchmarks.suite robosuite-state budget=cpu"
 
@@ -390,7 +392,8 @@ def test_restored_runs_join_new_ones_in_one_table(suite_run, tmp_path) -> None:
     latency re-times only the runs whose checkpoints are here, and the table names the two passes."""
     from benchmarks.suite.latency import remeasure
     from benchmarks.suite.restore import restore
-    from benchmarks.suite.results import check_lines, collect, paired_lines, table_lines
+    from benchmarks.suite.results import collect
+    from benchmarks.suite.tables import check_lines, paired_lines, table_lines
 
     out = suite_run[0]
     doc = json.loads((out / "results.json").read_text())  # as other tests of this module left it
