@@ -43,7 +43,8 @@ def remeasure(out: Path, rounds: int = 5, repeats: int = 20, threads: int = 1,
         if last.is_file():
             runs.append((path, result, last))
         else:  # a restored run (benchmarks/suite/restore.py): its weights are not here to time
-            echo(f"{result['task']}/{result['variant']}/seed{result['seed']}: no checkpoint here, its earlier "
+            key = records.run_key(result["task"], result["variant"], result["seed"])
+            echo(f"{key}: no checkpoint here, its earlier "
                  f"latency ({result['cost'].get('latency_measured', 'at training')}) is kept")
     if not runs:
         raise ValueError(f"{out} holds no finished run with its checkpoint (runs/<task>/<variant>/seed<S>/)")
@@ -75,7 +76,7 @@ def remeasure(out: Path, rounds: int = 5, repeats: int = 20, threads: int = 1,
                     latency_load_avg_1m=[round(load_before, 2), round(load_after, 2)],
                     latency_measured=started)
         records.write_json(path, result)
-        key = f"{result['task']}/{result['variant']}/seed{result['seed']}"
+        key = records.run_key(result["task"], result["variant"], result["seed"])
         measured[key] = ms
         echo(f"{key}: {ms:.2f} ms (rounds {', '.join(f'{s * 1e3:.2f}' for s in samples[path])})")
     return measured

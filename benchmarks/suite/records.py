@@ -17,6 +17,16 @@ import torch
 REPO = Path(__file__).resolve().parents[2]
 
 
+def run_key(task: str, variant: str, seed: int) -> str:
+    """How a run is named in logs and results: task/variant/seedS."""
+    return f"{task}/{variant}/seed{seed}"
+
+
+def run_dir(out: Path, task: str, variant: str, seed: int) -> Path:
+    """Where a suite keeps a run: out/runs/<task>/<variant>/seed<S>/ (what results.finished_runs reads)."""
+    return Path(out) / "runs" / run_key(task, variant, seed)
+
+
 def write_json(path: Path, obj: Any) -> Path:
     """Temp file + rename: a reader (or a resumed suite) never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)

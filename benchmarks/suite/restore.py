@@ -68,8 +68,8 @@ def restore(results_json: Path, out: Path | None = None, echo=print) -> dict[str
     written = kept = skipped = 0
     here: dict[str, str | None] = {}  # store path -> sha256 of the store of that name in out, if one is there
     for run in doc["runs"]:
-        rdir = out / "runs" / run["task"] / run["variant"] / f"seed{run['seed']}"
-        key = f"{run['task']}/{run['variant']}/seed{run['seed']}"
+        key, rdir = records.run_key(run["task"], run["variant"], run["seed"]), \
+            records.run_dir(out, run["task"], run["variant"], run["seed"])
         if (rdir / "result.json").exists():
             echo(f"= {key}: {rdir / 'result.json'} exists, kept")
             kept += 1

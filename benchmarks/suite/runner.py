@@ -117,7 +117,7 @@ class SuiteRunner:
 
     # --- one run ----------------------------------------------------------------------------------
     def run_dir(self, task: SuiteTask, variant: Variant, seed: int) -> Path:
-        return self.out / "runs" / task.name / variant.name / f"seed{seed}"
+        return records.run_dir(self.out, task.name, variant.name, seed)
 
     def train_argv(self, task: SuiteTask, variant: Variant, seed: int, train_dir: Path) -> list[str]:
         b = self.budget
@@ -144,7 +144,7 @@ class SuiteRunner:
 
     def run_one(self, task: SuiteTask, variant: Variant, seed: int, store: dict[str, Any]) -> dict | None:
         rdir = self.run_dir(task, variant, seed)
-        key, config_hash = f"{task.name}/{variant.name}/seed{seed}", self.config_hash(task, variant, seed)
+        key, config_hash = records.run_key(task.name, variant.name, seed), self.config_hash(task, variant, seed)
         spec = records.read_json(rdir / "spec.json")
         if spec is not None and spec.get("config_hash") != config_hash:
             raise SuiteError(f"{shown(rdir)} holds a run of another configuration (config hash "
@@ -248,7 +248,7 @@ class SuiteRunner:
         }
         records.write_json(rdir / "result.json", result)
         s = evals["last"]
-        self.echo(f"  {task.name}/{variant.name}/seed{seed}: last {s['success_rate']:.2f} "
+        self.echo(f"  {records.run_key(task.name, variant.name, seed)}: last {s['success_rate']:.2f} "
                   f"({s['n_success']}/{s['n_episodes']})")
         return result
 
