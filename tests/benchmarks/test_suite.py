@@ -247,8 +247,8 @@ def test_command_line_errors(capsys) -> None:
     assert "has no budget 'tpu'; choose from cpu, gpu, smoke" in capsys.readouterr().err
     assert cli.main(["mt50-state", "steps=3"]) == 2
     assert "key one of policies, seeds, budget, tasks, out, dry_run; got 'steps=3'" in capsys.readouterr().err
-    assert [v.name for v in SUITES["mt50-image"].select(["mode", "dit"])] == ["mode", "mode-codebook",
-                                                                               "mode-linear", "dit"]
+    assert [v.name for v in SUITES["mt50-image"].select(["mode", "dit"])] == [
+        "mode", "mode-codebook", "mode-codebook-t0.1", "mode-linear", "dit"]
 
 
 def test_every_suite_command_composes(tmp_path) -> None:
