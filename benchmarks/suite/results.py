@@ -3,7 +3,9 @@ grouped per (task, policy) with seeds pooled. benchmarks/suite/tables.py renders
 
 results.json = the suite definition (suite.json: suite, description, budget, budget_spec, multitask,
 tasks, variants, eval_seed_offset) + {"schema", "invocations": [{time, command, git_commit, git_dirty,
-policies, seeds}], "stores": {path: {path, n_episodes, sha256, generated}}, "runs": [result.json of each run]}.
+policies, seeds}], "stores": [{path, n_episodes, sha256, generated}, ...] (each distinct store the runs
+used: one per task, or more where seeds were added on a store regenerated with other bytes),
+"runs": [result.json of each run]}.
 Each task may carry a target {success, source}: the level its recipe should reach. A run
 (benchmarks/suite/runner.py writes it) holds: task, variant, seed, config_hash, git_commit,
 git_dirty, store {path, n_episodes, sha256, generated: {time, command, git, machine} or null},
@@ -68,7 +70,8 @@ def collect(out: Path) -> dict[str, Any]:
 
     runs.sort(key=rank)
     return {"schema": SCHEMA, **definition, "invocations": records.read_jsonl(out / "invocations.jsonl"),
-            "stores": {r["store"]["path"]: r["store"] for r in runs}, "runs": runs}
+            "stores": list({(r["store"]["path"], r["store"].get("sha256")): r["store"] for r in runs}.values()),
+            "runs": runs}
 
 
 def pooled(evals: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -110,8 +113,6 @@ def groups(doc: dict[str, Any]) -> list[dict[str, Any]]:
             "latency_pass": runs[0]["cost"].get("latency_measured") or "",
             "steps": runs[0]["train"]["steps"],
             "train_wall_s": statistics.fmean(r["train"]["wall_s"] for r in runs),
-            "store_sha256": sorted({r["store"].get("sha256") or "" for r in runs}),
-            "eval_seeds": sorted({r["eval"]["last"]["seeds"]["sha256"] for r in runs}),
             "codebook": codebook or None,
         })
     return out

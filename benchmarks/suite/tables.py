@@ -128,17 +128,27 @@ def paired_lines(doc: dict[str, Any]) -> list[str]:
 
 
 def check_lines(doc: dict[str, Any]) -> list[str]:
-    """The protocol, checked: every policy of a task saw the same store and the same evaluation seeds."""
+    """The protocol, checked: at each training seed every policy of a task saw the same store, and every
+    run the same evaluation seeds. Seeds may differ in their demos (a store regenerated on another machine
+    can differ in its bytes): that is part of what varies between seeds, not between policies."""
     out = []
     by_task: dict[str, list[dict[str, Any]]] = {}
-    for g in groups(doc):
-        by_task.setdefault(g["task"], []).append(g)
-    for task, gs in by_task.items():
-        stores = {s for g in gs for s in g["store_sha256"]}
-        seeds = {s for g in gs for s in g["eval_seeds"]}
-        ok = len(stores) == 1 and len(seeds) == 1
-        out.append(f"- {task}: {'same' if len(stores) == 1 else 'DIFFERENT'} demo store for every policy "
-                   f"(sha256 {', '.join(s[:12] for s in sorted(stores))}), "
+    for r in doc["runs"]:
+        by_task.setdefault(r["task"], []).append(r)
+    for task, runs in by_task.items():
+        stores: dict[int, set[str]] = {}
+        for r in runs:
+            stores.setdefault(r["seed"], set()).add(r["store"].get("sha256") or "")
+        seeds = {r["eval"]["last"]["seeds"]["sha256"] for r in runs}
+        same = all(len(s) == 1 for s in stores.values())
+        ok = same and len(seeds) == 1
+        if len({s for ss in stores.values() for s in ss}) == 1:
+            named = f"sha256 {next(iter(stores.values())).pop()[:12]}"
+        else:
+            named = "; ".join(f"seed {seed}: sha256 {', '.join(x[:12] for x in sorted(s))}"
+                              for seed, s in sorted(stores.items()))
+        out.append(f"- {task}: {'same' if same else 'DIFFERENT'} demo store for every policy "
+                   f"{'at each training seed ' if len(stores) > 1 else ''}({named}), "
                    f"{'same' if len(seeds) == 1 else 'DIFFERENT'} evaluation seeds"
                    f"{'' if ok else ' — the comparison is not like for like'}")
     return out

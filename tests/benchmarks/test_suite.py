@@ -387,6 +387,29 @@ def test_paired_comparison_matches_episodes_by_training_and_evaluation_seed() ->
                                  "McNemar exact p = 0.125"]
 
 
+def test_protocol_check_compares_stores_per_training_seed() -> None:
+    """Seeds may come with their own demos (a store regenerated elsewhere); policies of one seed may not."""
+    from benchmarks.suite.tables import check_lines
+
+    def run(variant: str, seed: int, store: str, evals: str = "e") -> dict:
+        return {"task": "t", "variant": variant, "seed": seed, "store": {"sha256": store * 64},
+                "eval": {"last": {"seeds": {"sha256": evals}}}}
+
+    one = [run("mode", 0, "a"), run("dit", 0, "a")]
+    assert check_lines({"runs": one}) == [f"- t: same demo store for every policy (sha256 {'a' * 12}), "
+                                          "same evaluation seeds"]
+    seeds = [*one, run("mode", 1, "b"), run("dit", 1, "b")]
+    assert check_lines({"runs": seeds}) == [
+        f"- t: same demo store for every policy at each training seed (seed 0: sha256 {'a' * 12}; seed 1: "
+        f"sha256 {'b' * 12}), same evaluation seeds"]
+    mixed = [*one, run("mode", 1, "b"), run("dit", 1, "c")]
+    assert "DIFFERENT demo store" in check_lines({"runs": mixed})[0]
+    assert "not like for like" in check_lines({"runs": mixed})[0]
+    other_evals = [*one, run("cnn", 0, "a", evals="f")]
+    assert "same demo store for every policy (" in check_lines({"runs": other_evals})[0]
+    assert "DIFFERENT evaluation seeds" in check_lines({"runs": other_evals})[0]
+
+
 def test_restored_runs_join_new_ones_in_one_table(suite_run, tmp_path) -> None:
     """A published results.json restored into a fresh suite directory: the runner redoes none of its runs,
     latency re-times only the runs whose checkpoints are here, and the table names the two passes."""
