@@ -5,9 +5,10 @@ could type, built from the fields below: the demo store comes from `python -m da
 training from `python train.py <variant> <task> <budget> overrides`, evaluation from
 `python eval_rollouts.py ...`. Budgets are passed as command-line overrides. The CPU budgets of
 `robosuite-state` and `mt50-state` train each task for its own recipe (`train_steps` in conf/task), so
-their MoDE rows measure what `python train.py task=<name>` reaches by itself; a run is at most about
-40 minutes on one core of a 2-core machine (~2.5 steps/s at batch 256 for the default state models, one
-thread). The GPU budgets use the published model sizes (`policy=mode_paper` and matched baselines).
+their MoDE rows measure what `python train.py task=<name>` reaches by itself; a state run takes 30-60
+minutes on one core of a 2-core machine with a second run beside it (1-1.5 steps/s at batch 256 for the
+default state models, one thread; `train.wall_s` in results.json). The GPU budgets use the published
+model sizes (`policy=mode_paper` and matched baselines).
 """
 
 from __future__ import annotations
