@@ -89,6 +89,11 @@ def pooled(evals: list[dict[str, Any]]) -> dict[str, Any] | None:
             "per_task": {t: pool([e["per_task"][t] for e in evals if t in e["per_task"]]) for t in names}}
 
 
+def latency_pass(run: dict[str, Any]) -> str:
+    """When `python -m benchmarks.suite latency` last timed the run; "" = right after its training."""
+    return run["cost"].get("latency_measured") or ""
+
+
 def groups(doc: dict[str, Any]) -> list[dict[str, Any]]:
     """One entry per (task, variant) in the document's order, its seeds pooled."""
     keyed: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -96,6 +101,9 @@ def groups(doc: dict[str, Any]) -> list[dict[str, Any]]:
         keyed.setdefault((r["task"], r["variant"]), []).append(r)
     out = []
     for (task, variant), runs in keyed.items():
+        # latencies compare within one pass: a row's is its first seed's pass (median over its runs timed in
+        # that pass), so seeds added later, timed in another pass or under load, do not mix into it
+        same_pass = [r for r in runs if latency_pass(r) == latency_pass(runs[0])]
         codebook: dict[str, float] = {}
         for key in sorted({k for r in runs for k in (r.get("codebook") or {})}):
             values = [r["codebook"][key] for r in runs if key in (r.get("codebook") or {})]
@@ -106,11 +114,11 @@ def groups(doc: dict[str, Any]) -> list[dict[str, Any]]:
             "best": pooled([r["eval"]["best"] for r in runs if r["eval"].get("best")]),
             "params_total": runs[0]["cost"]["params_total"], "params_active": runs[0]["cost"]["params_active"],
             "flops_per_chunk": runs[0]["cost"]["flops_per_chunk"],
-            "latency_b1_ms": statistics.median(r["cost"]["latency_b1_ms"] for r in runs),
+            "latency_b1_ms": statistics.median(r["cost"]["latency_b1_ms"] for r in same_pass),
             "latency_device": f"{runs[0]['cost']['latency_device']} ({runs[0]['cost']['latency_threads']} thread"
                               f"{'s' if runs[0]['cost']['latency_threads'] > 1 else ''})",
             "latency_method": runs[0]["cost"].get("latency_method", "right after its training"),
-            "latency_pass": runs[0]["cost"].get("latency_measured") or "",
+            "latency_pass": latency_pass(runs[0]),
             "steps": runs[0]["train"]["steps"],
             "train_wall_s": statistics.fmean(r["train"]["wall_s"] for r in runs),
             "codebook": codebook or None,

@@ -410,6 +410,24 @@ def test_protocol_check_compares_stores_per_training_seed() -> None:
     assert "DIFFERENT evaluation seeds" in check_lines({"runs": other_evals})[0]
 
 
+def test_a_rows_latency_comes_from_its_first_seeds_pass() -> None:
+    """A seed added later and timed under load (or in another pass) does not mix into the row's latency."""
+    from benchmarks.suite.results import groups
+
+    def run(seed: int, ms: float, measured: str | None) -> dict:
+        last = {"n_success": 1, "n_episodes": 2, "success_rate": 0.5, "per_task": {}}
+        cost = {"params_total": 1, "params_active": 1, "flops_per_chunk": 1, "latency_b1_ms": ms,
+                "latency_device": "cpu", "latency_threads": 1}
+        return {"task": "t", "variant": "mode", "seed": seed, "eval": {"last": last},
+                "train": {"steps": 1, "wall_s": 1},
+                "cost": {**cost, **({"latency_measured": measured} if measured else {})}}
+
+    (g,) = groups({"runs": [run(0, 14.0, "2026-12-02T06:02"), run(1, 38.0, None), run(2, 16.0, "2026-12-02T06:02")]})
+    assert g["latency_b1_ms"] == 15.0 and g["latency_pass"] == "2026-12-02T06:02"
+    (g,) = groups({"runs": [run(0, 40.0, None), run(1, 12.0, "2026-12-03T09:00")]})
+    assert g["latency_b1_ms"] == 40.0 and g["latency_pass"] == ""
+
+
 def test_restored_runs_join_new_ones_in_one_table(suite_run, tmp_path) -> None:
     """A published results.json restored into a fresh suite directory: the runner redoes none of its runs,
     latency re-times only the runs whose checkpoints are here, and the table names the two passes."""
