@@ -142,8 +142,9 @@ def check_lines(doc: dict[str, Any]) -> list[str]:
         seeds = {r["eval"]["last"]["seeds"]["sha256"] for r in runs}
         same = all(len(s) == 1 for s in stores.values())
         ok = same and len(seeds) == 1
-        if len({s for ss in stores.values() for s in ss}) == 1:
-            named = f"sha256 {next(iter(stores.values())).pop()[:12]}"
+        distinct = {s for ss in stores.values() for s in ss}
+        if len(distinct) == 1:
+            named = f"sha256 {next(iter(distinct))[:12]}"
         else:
             named = "; ".join(f"seed {seed}: sha256 {', '.join(x[:12] for x in sorted(s))}"
                               for seed, s in sorted(stores.items()))
