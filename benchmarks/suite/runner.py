@@ -228,6 +228,10 @@ class SuiteRunner:
         train_dir = rdir / "train"
         cmds = records.read_jsonl(rdir / "commands.jsonl")
         trains = [c for c in cmds if c["phase"] == "train"]
+        # a training started without resume= began from step 0: segments before it left no checkpoint (stopped
+        # before the first save), so neither their commands nor their time are part of this run
+        fresh = [i for i, c in enumerate(trains) if "resume=" not in c["command"]]
+        trains = trains[fresh[-1]:] if fresh else trains
         device = "cuda" if self.budget_name == "gpu" and torch.cuda.is_available() else "cpu"
         first = trains[0] if trains else self.git
         result = {

@@ -190,6 +190,9 @@ VARIANTS: dict[str, Variant] = {
     "mode-codebook-t0.1": Variant("mode-codebook-t0.1", _mode(("policy.codebook.kind=codebook",
                                                                "policy.codebook.temperature=0.1"))),
     "mode-linear": Variant("mode-linear", _mode(("policy.codebook.kind=linear",))),
+    # Denoising Task Routing (policies/routing_dtr.py) in place of the learned router: not an extra of any
+    # suite, run it by name (policies=mode-dtr)
+    "mode-dtr": Variant("mode-dtr", _mode(("policy.router=dtr",))),
 }
 
 

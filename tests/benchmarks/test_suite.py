@@ -238,6 +238,23 @@ def test_half_finished_training_resumes(suite_run, monkeypatch) -> None:
     assert load_checkpoint(ckpts / "last.ckpt")["global_step"] == 4
 
 
+def test_training_lost_before_its_first_save_is_not_counted(suite_run, monkeypatch) -> None:
+    # A training stopped before it saved anything starts again from step 0: the earlier segment's command
+    # and time stay in commands.jsonl (nothing is rewritten) but are not part of the run's record.
+    out, _, _ = suite_run
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    rdir = out / "runs" / "two" / "dit" / "seed0"
+    (rdir / "result.json").unlink()
+    shutil.rmtree(rdir / "train" / "checkpoints")
+    before = [c for c in map(json.loads, (rdir / "commands.jsonl").read_text().splitlines()) if c["phase"] == "train"]
+    again = runner(out, []).run()
+    trains = [c for c in map(json.loads, (rdir / "commands.jsonl").read_text().splitlines()) if c["phase"] == "train"]
+    r = runs_by(again)["two", "dit"]
+    assert len(trains) == len(before) + 1
+    assert r["train"]["segments"] == 1 and r["train"]["wall_s"] == round(trains[-1]["wall_s"], 1)
+    assert r["train"]["steps"] == 4
+
+
 def test_command_line_errors(capsys) -> None:
     assert cli.main(["no-such-suite"]) == 2
     assert "unknown suite 'no-such-suite'; choose from robosuite-state" in capsys.readouterr().err
