@@ -46,16 +46,20 @@ def count_flops(policy: torch.nn.Module, obs: dict, goal: dict) -> int:
     return int(counter.get_total_flops())
 
 
+def param_counts(policy: torch.nn.Module) -> dict[str, int]:
+    """params_total and params_active (what one chunk uses: MoDE's k of E experts; all for dense policies)."""
+    if hasattr(policy, "param_counts"):
+        return {k: int(v) for k, v in policy.param_counts().items() if k in ("params_total", "params_active")}
+    total = sum(p.numel() for p in policy.parameters())
+    return {"params_total": total, "params_active": total}
+
+
 def policy_cost(ckpt_path: str | Path, device: str = "cpu", repeats: int = 20) -> dict[str, Any]:
     """params_total / params_active, flops_per_chunk (b=1), latency_b1_ms (median) of a checkpoint's policy."""
     from policies.base import Policy
 
     policy = Policy.from_checkpoint(ckpt_path).eval()
-    if hasattr(policy, "param_counts"):
-        counts = policy.param_counts()
-    else:
-        total = sum(p.numel() for p in policy.parameters())
-        counts = {"params_total": total, "params_active": total}
+    counts = param_counts(policy)
     n_obs = int(policy.config["n_obs_steps"])
     obs, goal = dummy_inputs(policy.shape_meta, n_obs)
     flops = count_flops(policy, obs, goal)

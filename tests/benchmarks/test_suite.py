@@ -446,8 +446,9 @@ def test_a_rows_latency_comes_from_its_first_seeds_pass() -> None:
 
 
 def test_restored_runs_join_new_ones_in_one_table(suite_run, tmp_path) -> None:
-    """A published results.json restored into a fresh suite directory: the runner redoes none of its runs,
-    latency re-times only the runs whose checkpoints are here, and the table names the two passes."""
+    """A published results.json restored into a fresh suite directory: the runner redoes none of its runs;
+    latency re-times only the runs whose checkpoints are here (the table names the two passes) until the
+    stores are back, then all of them, the restored ones on stand-ins."""
     from benchmarks.suite.latency import remeasure
     from benchmarks.suite.restore import restore
     from benchmarks.suite.results import collect
@@ -478,6 +479,20 @@ def test_restored_runs_join_new_ones_in_one_table(suite_run, tmp_path) -> None:
     again = runner(fresh, launched).run()
     assert [a[2] for a in launched] == ["tests.benchmarks.fake_demos"] * 2  # the stores, regenerated; no training
     assert all("same demo store" in line for line in check_lines(again))  # the same demos as the published runs
+    # With the stores here, the restored runs are timed on stand-ins (their train command, one step) in the
+    # same pass as the run with its own weights: one pass, no marks. A stand-in of another network is refused.
+    measured = remeasure(fresh, rounds=1, repeats=1, echo=lambda line: None)
+    assert sorted(measured) == ["one/dit/seed0", "one/mode/seed0", "two/dit/seed0", "two/mode/seed0"]
+    weights = {(r["task"], r["variant"]): r["cost"]["latency_weights"] for r in collect(fresh)["runs"]}
+    assert weights.pop(("two", "mode")).startswith("its own") and all("stand-in" in w for w in weights.values())
+    assert "(p1)" not in "\n".join(table_lines(collect(fresh)))
+    tampered = fresh / "runs" / "one" / "dit" / "seed0" / "result.json"
+    result = json.loads(tampered.read_text())
+    result["cost"]["params_total"] += 1
+    tampered.write_text(json.dumps(result))
+    said: list[str] = []
+    assert "one/dit/seed0" not in remeasure(fresh, rounds=1, repeats=1, echo=said.append)
+    assert any("not the same network" in line for line in said)
     other = tmp_path / "other"  # task one's store here holds other demos: its runs are not restored
     shutil.copytree(out / "datasets" / "fake-ab-6.zarr", other / "datasets" / "fake-a-6.zarr")
     assert restore(out / "results.json", other, echo=lambda line: None) == {"written": 2, "kept": 0, "skipped": 2}
