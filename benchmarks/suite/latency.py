@@ -37,7 +37,7 @@ import torch
 from benchmarks.common import device_name, median_seconds
 from benchmarks.suite import records
 from benchmarks.suite.cost import count_flops, dummy_inputs, param_counts
-from benchmarks.suite.processes import run_subprocess, shown
+from benchmarks.suite.processes import display, run_subprocess, shown
 from benchmarks.suite.results import collect, finished_runs
 from benchmarks.suite.tables import write_report
 
@@ -57,9 +57,9 @@ def stand_in_argv(result: dict[str, Any], out: Path, run_dir: Path) -> list[str]
             f"run_dir={shown(run_dir)}"]
 
 
-def stand_in(out: Path, result: dict[str, Any], echo=print) -> Path | None:
-    """last.ckpt of the run's stand-in (made once), or None with the reason echoed: no store here, the
-    command failed, or its network differs from the run's (other parameter or FLOP counts)."""
+def stand_in(out: Path, result: dict[str, Any], echo=print) -> torch.nn.Module | None:
+    """The run's stand-in policy (its checkpoint made once), or None with the reason echoed: no store here,
+    the command failed, or its network differs from the run's (other parameter or FLOP counts)."""
     from policies.base import Policy
 
     key = records.run_key(result["task"], result["variant"], result["seed"])
@@ -71,7 +71,7 @@ def stand_in(out: Path, result: dict[str, Any], echo=print) -> Path | None:
     last = run_dir / "checkpoints" / "last.ckpt"
     if not last.is_file():
         argv = stand_in_argv(result, out, run_dir)
-        echo(f"{key}: no checkpoint here; stand-in: $ {shlex.join(['python', *argv[1:]])}")
+        echo(f"{key}: no checkpoint here; stand-in: $ {display(argv)}")
         if run_subprocess(argv, run_dir.with_suffix(".log")) != 0 or not last.is_file():
             echo(f"{key}: the stand-in failed (see {shown(run_dir.with_suffix('.log'))}); {earlier}")
             return None
@@ -84,7 +84,7 @@ def stand_in(out: Path, result: dict[str, Any], echo=print) -> Path | None:
         echo(f"{key}: its stand-in has {total} parameters and {flops} FLOPs per chunk, the run {recorded[0]} "
              f"and {recorded[1]}: not the same network; {earlier}")
         return None
-    return last
+    return policy
 
 
 def remeasure(out: Path, rounds: int = 5, repeats: int = 20, threads: int = 1,
@@ -97,17 +97,17 @@ def remeasure(out: Path, rounds: int = 5, repeats: int = 20, threads: int = 1,
     runs = []
     for path, result in finished_runs(out):
         last = out / result["train"]["run_dir"] / "checkpoints" / "last.ckpt"
-        weights = "its own (checkpoints/last.ckpt)"
-        if not last.is_file():  # a restored run (benchmarks/suite/restore.py): its weights are not here
-            last, weights = stand_in(out, result, echo), "an untrained stand-in (its train command, 1 step)"
-        if last is not None:
-            runs.append((path, result, last, weights))
+        if last.is_file():
+            policy, weights = Policy.from_checkpoint(last).eval(), "its own (checkpoints/last.ckpt)"
+        else:  # a restored run (benchmarks/suite/restore.py): its weights are not here
+            policy, weights = stand_in(out, result, echo), "an untrained stand-in (its train command, 1 step)"
+        if policy is not None:
+            runs.append((path, result, policy, weights))
     if not runs:
         raise ValueError(f"{out} holds no finished run with its checkpoint (runs/<task>/<variant>/seed<S>/)")
     torch.set_num_threads(threads)
     calls = {}
-    for path, _, last, _ in runs:
-        policy = Policy.from_checkpoint(last).eval()
+    for path, _, policy, _ in runs:
         obs, goal = dummy_inputs(policy.shape_meta, int(policy.config["n_obs_steps"]))
         calls[path] = (lambda p=policy, o=obs, g=goal: p.predict_action(o, g))
     load_before, t0 = os.getloadavg()[0], time.time()
