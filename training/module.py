@@ -137,8 +137,11 @@ class PolicyModule(L.LightningModule):
         # Fork the RNG so validation never changes the training random stream (exact resume).
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(batch_idx)
-            loss, _ = policy.compute_loss(batch)
+            loss, metrics = policy.compute_loss(batch)
             self.log("val/loss", loss, prog_bar=True, batch_size=bs, sync_dist=True)
+            # val/loss carries MoDE's load-balancing and z terms (a near-constant ~0.01 offset);
+            # the diffusion term alone is what compares across policies.
+            self.log("val/diffusion_loss", metrics["diffusion_loss"], batch_size=bs, sync_dist=True)
             if batch_idx < self.val_sample_batches:
                 self.log("val/action_mse", self._sampled_action_mse(policy, batch), batch_size=bs,
                          sync_dist=True)

@@ -261,7 +261,7 @@ def test_command_line_errors(capsys) -> None:
     assert cli.main(["mt50-state", "policies=mode,transformer", "dry_run=true"]) == 2
     assert "unknown policy 'transformer' for suite mt50-state" in capsys.readouterr().err
     assert cli.main(["mt50-state", "budget=tpu"]) == 2
-    assert "has no budget 'tpu'; choose from cpu, gpu, smoke" in capsys.readouterr().err
+    assert "has no budget 'tpu'; choose from cpu, cpu-long, gpu, smoke" in capsys.readouterr().err
     assert cli.main(["mt50-state", "steps=3"]) == 2
     assert "key one of policies, seeds, budget, tasks, out, dry_run; got 'steps=3'" in capsys.readouterr().err
     assert [v.name for v in SUITES["mt50-image"].select(["mode", "dit"])] == [

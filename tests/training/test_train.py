@@ -238,3 +238,18 @@ def test_periodic_last_checkpoint_is_the_one_last_checkpoint(make_store, tmp_pat
     names = {p.name for p in (run / "checkpoints").iterdir()}
     assert "last.ckpt" in names and not any(n.startswith("last-v") or n.startswith(".") for n in names), names
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 9
+
+
+@pytest.mark.parametrize("policy", ["mode", "dit"])
+def test_validation_logs_the_diffusion_loss_apart_from_auxiliary_terms(make_store, tmp_path, policy):
+    import csv
+
+    store = make_store(3)
+    run = train(compose_cfg(store.path, policy, extra=["trainer.max_steps=4", "trainer.val_check_interval=4", "logger=csv"]), tmp_path / "run")
+    rows = [r for r in csv.DictReader(open(run / "csv" / "metrics.csv")) if r.get("val/loss")]
+    assert rows, "no validation row in metrics.csv"
+    total, diffusion = float(rows[-1]["val/loss"]), float(rows[-1]["val/diffusion_loss"])
+    if policy == "mode":  # load-balancing (>= lb_weight, since the balance term is >= 1) + z terms
+        assert total - diffusion >= 0.9 * compose_cfg(store.path)["policy"]["lb_weight"]
+    else:
+        assert total == pytest.approx(diffusion)
