@@ -245,7 +245,8 @@ def test_validation_logs_the_diffusion_loss_apart_from_auxiliary_terms(make_stor
     import csv
 
     store = make_store(3)
-    run = train(compose_cfg(store.path, policy, extra=["trainer.max_steps=4", "trainer.val_check_interval=4", "logger=csv"]), tmp_path / "run")
+    extra = ["trainer.max_steps=4", "trainer.val_check_interval=4", "logger=csv"]
+    run = train(compose_cfg(store.path, policy, extra=extra), tmp_path / "run")
     rows = [r for r in csv.DictReader(open(run / "csv" / "metrics.csv")) if r.get("val/loss")]
     assert rows, "no validation row in metrics.csv"
     total, diffusion = float(rows[-1]["val/loss"]), float(rows[-1]["val/diffusion_loss"])
