@@ -92,8 +92,6 @@ class MoDEConfig(TransformerConfig):
     expert_hidden: int = 256  # SwiGLU hidden size of each expert
     router_hidden: int = 64  # router MLP hidden size (0: a single linear layer)
     shared_expert: bool = False  # add a dense SwiGLU expert that every sample uses
-    expert_weights: str = "mean"  # mean: the k routing weights sum to 1 (the paper's); sum: times k, so k
-    # experts of h units add up like one dense MLP of k*h units (its output scale and, under Adam, its pace)
     lb_weight: float = 0.01  # load-balancing loss weight
     z_loss_weight: float = 0.0  # router z-loss weight
     sample_routes: bool = True  # training: draw the k experts from the router's softmax (the paper's choice);
@@ -107,8 +105,6 @@ class MoDEConfig(TransformerConfig):
         super().__post_init__()
         if not 1 <= self.top_k <= self.num_experts:
             raise ValueError(f"top_k ({self.top_k}) must be between 1 and num_experts ({self.num_experts})")
-        if self.expert_weights not in ("mean", "sum"):
-            raise ValueError(f"unknown expert_weights {self.expert_weights!r}; choose mean or sum")
         if self.router not in ROUTERS:
             raise ValueError(f"unknown router {self.router!r}; choose one of {', '.join(ROUTERS)}")
         if self.router == "dtr" and self.shared_expert:
@@ -169,7 +165,6 @@ class SparseMoE(nn.Module):
         super().__init__()
         d, h, e = cfg.width, cfg.expert_hidden, cfg.num_experts
         self.top_k, self.sample_routes = cfg.top_k, cfg.sample_routes
-        self.weight_scale = float(cfg.top_k) if cfg.expert_weights == "sum" else 1.0
         self.w13 = nn.Parameter(torch.randn(e, 2 * h, d) * 0.02)
         self.w2 = nn.Parameter(torch.randn(e, d, h) * out_std)
         rh = cfg.router_hidden
@@ -182,7 +177,7 @@ class SparseMoE(nn.Module):
         logits = self.router(emb)
         ids, weights, stats = kernels.route(logits, self.top_k, training=self.training and self.sample_routes)
         self.stats = {**stats, "logits": logits}  # the losses are computed from these only when asked
-        return ids, weights * self.weight_scale
+        return ids, weights
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor,
                 route: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
@@ -299,7 +294,7 @@ class DiffusionTransformer(nn.Module):
         logits = self.router_logits(sigmas)  # [L, S, E]
         n_layers, n_steps, n_experts = logits.shape
         ids, weights, _ = kernels.route(logits.reshape(-1, n_experts), moes[0].top_k, training=False)
-        weights = weights * moes[0].weight_scale
+
         return RouteTable(*(t.view(n_layers, n_steps, -1).transpose(0, 1).contiguous() for t in (ids, weights)))
 
     def router_logits(self, sigmas: list[float]) -> torch.Tensor:

@@ -226,35 +226,6 @@ def test_one_expert_top1_equals_the_dense_mlp_with_the_same_weights():
         torch.testing.assert_close(sample(mode, batch, cached=cached), dense, rtol=1e-5, atol=1e-5)
 
 
-def test_summed_expert_weights_make_two_halves_add_up_to_the_dense_mlp():
-    """expert_weights=sum: with an even router (logits 0, so each of the k=2 weights is 1/2 before the
-    scale), two experts holding the two halves of a dense SwiGLU's hidden units give the dense MLP."""
-    mode = make("mode", num_experts=2, top_k=2, expert_hidden=12, expert_weights="sum").eval()
-    mean = make("mode", num_experts=2, top_k=2, expert_hidden=12).eval()
-    dit = make("dit", mlp_hidden=24).eval()
-    h = 12
-    state = {}
-    for key, value in dit.state_dict().items():
-        if key.endswith(".mlp.w13"):
-            gate, up = value[:2 * h].view(2, h, -1), value[2 * h:].view(2, h, -1)
-            value = torch.cat([gate, up], dim=1)  # [E, 2h, d]: expert e takes gate and up rows e*h:(e+1)*h
-        elif key.endswith(".mlp.w2"):
-            value = value.view(value.shape[0], 2, h).transpose(0, 1).contiguous()  # [E, d, h]
-        state[key] = value
-    for policy in (mode, mean):
-        for key, value in policy.state_dict().items():
-            if ".mlp.router." in key:
-                state[key] = torch.zeros_like(value)
-        policy.load_state_dict(state)
-    batch = batch_for(dit)
-    dense = sample(dit, batch)
-    for cached in (True, False):
-        torch.testing.assert_close(sample(mode, batch, cached=cached), dense, rtol=1e-5, atol=1e-5)
-    assert not torch.allclose(sample(mean, batch), dense, rtol=1e-3, atol=1e-3)  # mean halves the MLP
-    with pytest.raises(ValueError, match="choose mean or sum"):
-        make("mode", expert_weights="max")
-
-
 # --- training, checkpoints, attention --------------------------------------------------------------
 def test_tiny_mode_overfits_one_batch():
     """One fixed batch (observations, actions, σ, noise and routing draws all repeated): loss falls >= 10x."""
