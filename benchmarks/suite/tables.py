@@ -225,7 +225,7 @@ def render(doc: dict[str, Any], image_prefix: str = "", heading: str = "#") -> s
     if lines := codebook_lines(doc):
         parts += ["Codebook usage (training logs):", "", *lines, ""]
     if lines := target_lines(doc):
-        parts += ["Targets of the task recipes (last EMA weights):", "", *lines, ""]
+        parts += ["Targets per task (last EMA weights; the same targets whatever the budget):", "", *lines, ""]
     if lines := paired_lines(doc):
         parts += ["Paired comparisons (same evaluation seeds, last EMA weights):", "", *lines, ""]
     parts += ["Protocol checks:", "", *check_lines(doc), "",

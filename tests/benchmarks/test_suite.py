@@ -176,7 +176,7 @@ def test_table_and_plots(suite_run, tmp_path, capsys) -> None:
         "- one: target 1.00 (the fake expert); mode 1.00 [0.51, 1.00] reached; dit 1.00 [0.51, 1.00] reached",
         "- two: target 0.80 (a guess); mode 0.50 [0.15, 0.85] below, target inside the 95% interval; "
         "dit 0.50 [0.15, 0.85] below, target inside the 95% interval"]
-    assert "Targets of the task recipes" in (out / "table.md").read_text()
+    assert "Targets per task" in (out / "table.md").read_text()
     # episode outcomes travel in results.json, so paired comparisons need nothing else
     assert [len(r["eval"]["last"]["outcomes"]) for r in doc["runs"]] == [4, 4, 4, 4]
     assert paired_lines(doc)[0] == ("- one: dit vs mode on 4 paired episodes: 4 vs 4 successes; only dit 0, "
