@@ -238,6 +238,8 @@ SUITES: dict[str, Suite] = {
         "robosuite-state", "robosuite Lift, Can, Square, Stack from state; 100 scripted demos each",
         tuple(_robosuite(t, t, 100) for t in ("lift", "can", "square", "stack")),
         {"cpu": Budget(None, 256, 50, (0, 1, 2), 500),
+         # twice the Can/Square/Stack recipe's steps (tasks=square: what more training gives the hardest task)
+         "cpu-long": Budget(10000, 256, 50, (0,), 500),
          "gpu": Budget(30000, 256, 50, (0, 1, 2), 2000, eval_workers=8),
          "smoke": SMOKE}),
     "robosuite-low-data": Suite(
