@@ -29,6 +29,7 @@ from benchmarks.common import Recorder
 from envs.experts.robosuite_base import wrap, yaw_of
 from envs.experts.robosuite_nut import NUT_HALF_HEIGHT, PEG_HALF_HEIGHT
 from envs.factory import as_spec, make_env
+from envs.seeds import EVAL_SEED_START  # where a suite's evaluation seeds start (its eval-last episodes)
 from rollouts.stats import wilson_interval
 
 STAGES = ("none", "grasped", "lifted", "over-peg", "aligned", "on-peg")
@@ -37,8 +38,6 @@ OVER_PEG_XY = 0.03
 # aligned: the 4.55 cm hole leaves the 3.2 cm peg under 7 mm of play per side, and only when their sides
 # are nearly parallel: at 0.1 rad of yaw the hole's corners already take 2.3 mm of that play
 ALIGNED_XY, ALIGNED_YAW = 0.007, 0.1
-# the episode-evaluation seeds of benchmarks/suite (the same episodes as a suite's eval-last)
-SUITE_EVAL_SEED_OFFSET = 1_000_000
 
 
 def stage_of(rs: Any, furthest: int) -> int:
@@ -46,22 +45,22 @@ def stage_of(rs: Any, furthest: int) -> int:
     if rs._check_success():
         return len(STAGES) - 1
     nut = next(n for n in rs.nuts if "square" in n.name.lower())
-    nut_pos = rs.sim.data.body_xpos[rs.obj_body_id[nut.name]]
+    nut_id = rs.obj_body_id[nut.name]
+    nut_pos = rs.sim.data.body_xpos[nut_id]
     peg_pos = rs.sim.data.body_xpos[rs.peg1_body_id]
     grasped = bool(rs._check_grasp(gripper=rs.robots[0].gripper, object_geoms=nut.contact_geoms))
     # lifted: held with its bottom above the peg's top, high enough to be carried over the peg
     above_peg = nut_pos[2] - NUT_HALF_HEIGHT > peg_pos[2] + PEG_HALF_HEIGHT
-    dxy = np.abs(nut_pos[:2] - peg_pos[:2])
+    dxy = np.abs(nut_pos[:2] - peg_pos[:2]).max()
     stage = 0
     if grasped:
         stage = 1
         if above_peg:
             stage = 2
-            if dxy.max() < OVER_PEG_XY:
+            if dxy < OVER_PEG_XY:
                 stage = 3
-                yaw_error = abs(wrap(yaw_of(rs.sim.data.body_xmat[rs.obj_body_id[nut.name]].reshape(3, 3)),
-                                     np.pi / 2))
-                if dxy.max() < ALIGNED_XY and yaw_error < ALIGNED_YAW:
+                yaw_error = abs(wrap(yaw_of(rs.sim.data.body_xmat[nut_id].reshape(3, 3)), np.pi / 2))
+                if dxy < ALIGNED_XY and yaw_error < ALIGNED_YAW:
                     stage = 4
     return max(furthest, stage)
 
@@ -110,7 +109,7 @@ def main() -> None:
                         help="Square training checkpoints (.ckpt) or run directories")
     parser.add_argument("--episodes", type=int, default=50)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--seed-offset", type=int, default=SUITE_EVAL_SEED_OFFSET)
+    parser.add_argument("--seed-offset", type=int, default=EVAL_SEED_START)
     parser.add_argument("--out", default=None, help="rollouts directory (default: a temporary one)")
     parser.add_argument("--save", action="store_true", help="write benchmarks/results/square_stages-<device>.jsonl")
     parser.add_argument("--eval", action="append", default=[], metavar="KEY=VALUE",
