@@ -155,6 +155,10 @@ def _running(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
 
 
+def _sigint_default() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
 def test_interrupted_evaluation_closes_its_workers_quietly(tmp_path, how) -> None:
@@ -166,8 +170,11 @@ def test_interrupted_evaluation_closes_its_workers_quietly(tmp_path, how) -> Non
             f"env_factory={eval_fakes.__name__}:make_env", f"out={tmp_path / 'out'}"]
     env = {**os.environ, "WANDB_MODE": "disabled", eval_fakes.PID_DIR_VAR: str(pid_dir)}
     command = [sys.executable, "-c", "import tests.eval_fakes as f; f.main()", *args]
+    # A terminal's process has SIGINT at its default, but one started in the background by a non-interactive
+    # shell (`pytest ... &`, nohup) ignores it, and the evaluation would inherit that and rightly keep
+    # running: give the child the default disposition, so Python's KeyboardInterrupt handler is installed.
     proc = subprocess.Popen(command, cwd=REPO, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=_sigint_default)
     try:
         deadline = time.monotonic() + 120
         while len(list(pid_dir.iterdir())) < 2:  # both workers have built their env
