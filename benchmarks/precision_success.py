@@ -33,10 +33,10 @@ def _recording(policy: Policy, store: list, limit: int) -> Policy:
     """Wrap predict_action to keep copies of the first `limit` (obs, goal) batches it sees."""
     inner = policy.predict_action
 
-    def predict_action(obs, goal, *args, **kwargs):
+    def predict_action(obs, goal, generator=None):  # `generator` named: the runner then gives each episode its own
         if len(store) < limit:
             store.append(({k: v.clone() for k, v in obs.items()}, {k: v.clone() for k, v in goal.items()}))
-        return inner(obs, goal, *args, **kwargs)
+        return inner(obs, goal, generator=generator)
 
     policy.predict_action = predict_action
     return policy

@@ -49,7 +49,9 @@ class Policy(nn.Module):
         raise NotImplementedError
 
     def predict_action(self, obs: dict[str, torch.Tensor], goal: dict[str, torch.Tensor]) -> torch.Tensor:
-        """obs {key: [B, To, ...]} in env units, goal {"task": [B], "lang"?: [B, D]} -> [B, Ta, Da]."""
+        """obs {key: [B, To, ...]} in env units, goal {"task": [B], "lang"?: [B, D]} -> [B, Ta, Da].
+        A sampling policy may also take `generator=`: one torch.Generator, or one per batch row (the
+        evaluation runner gives each episode its own, rollouts/plan.py episode_generator)."""
         raise NotImplementedError
 
     # --- checkpoints ---------------------------------------------------------------------

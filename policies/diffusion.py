@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -30,6 +30,19 @@ from data.normalize import Normalizer
 from policies.base import Policy
 
 SAMPLERS = ("ddim", "euler", "dpmpp_2m")
+
+# one generator for the whole batch, one per batch row, or None (the global RNG)
+Generators = torch.Generator | Sequence[torch.Generator] | None
+
+
+def initial_noise(shape: tuple[int, ...], device: torch.device | str, dtype: torch.dtype,
+                  generator: Generators) -> torch.Tensor:
+    """Standard normal noise of `shape`; with a sequence of generators, row i is drawn from generator i."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.randn(shape, device=device, dtype=dtype, generator=generator)
+    if len(generator) != shape[0]:
+        raise ValueError(f"{len(generator)} generators for a batch of {shape[0]}: give one per row")
+    return torch.cat([torch.randn((1, *shape[1:]), device=device, dtype=dtype, generator=g) for g in generator])
 
 
 @dataclass
@@ -163,14 +176,16 @@ class EDM:
 
     @torch.no_grad()
     def sample(self, net: Callable, shape: tuple[int, ...], cond: Any, device: torch.device | str = "cpu",
-               dtype: torch.dtype = torch.float32, generator: torch.Generator | None = None,
+               dtype: torch.dtype = torch.float32, generator: Generators = None,
                sampler: str | None = None, num_steps: int | None = None) -> torch.Tensor:
-        """Draw x0 of `shape` from noise. Deterministic given the generator (or the global seed)."""
+        """Draw x0 of `shape` from noise. Deterministic given the generator (or the global seed); given
+        one generator per batch row, row i depends on generator i alone (every sampler here is
+        deterministic after the initial noise), whatever else shares the batch."""
         sampler = sampler or self.cfg.sampler
         if sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
         sigmas = self.sigmas(num_steps)
-        x = torch.randn(shape, device=device, dtype=dtype, generator=generator) * sigmas[0]
+        x = initial_noise(shape, device, dtype, generator) * sigmas[0]
         context = net.sampling(sigmas) if hasattr(net, "sampling") else nullcontext()
         with context:
             if hasattr(net, "integrate"):  # a network may run the loop itself (compiled, CUDA graph)
@@ -271,7 +286,7 @@ class DiffusionPolicy(Policy):
 
     @torch.no_grad()
     def predict_action(self, obs: dict[str, torch.Tensor], goal: dict[str, torch.Tensor],
-                       generator: torch.Generator | None = None) -> torch.Tensor:
+                       generator: Generators = None) -> torch.Tensor:
         cond = self.encode(obs, goal)
         batch = next(iter(obs.values())).shape[0]
         ref = next(self.net.parameters())

@@ -52,7 +52,8 @@ class RolloutOptions:
     worker_timeout_s: float = 600.0  # a worker silent this long (hung simulator) is replaced
     progress: bool = True  # a rich progress bar with the running success count
     # --- the policy side (None: what the policy says) ---
-    sample_seed: int | None = 0  # torch seed of the sampling noise, on a forked RNG; None: the caller's RNG
+    sample_seed: int | None = 0  # seed of the sampling noise: with each episode's seed, that episode's generator
+    # (policies taking generator=), else the global RNG on a forked stream; None: the caller's RNG
     n_obs_steps: int | None = None  # None: policy.config["n_obs_steps"]
     n_action_steps: int | None = None  # None: policy.config["n_action_steps"]
     obs_keys: Sequence[str] | None = None  # None: policy.shape_meta["obs"] keys, else all the env gives

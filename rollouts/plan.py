@@ -5,6 +5,7 @@ numbers it ends with. The runner (rollouts/runner.py) executes the plan.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -53,6 +54,7 @@ class Running:
     steps: int = 0  # as of the last reply, for the record of an episode whose worker dies
     ret: float = 0.0
     obs: dict[str, np.ndarray] | None = None
+    generator: torch.Generator | None = None  # this episode's sampling noise (Plan.per_episode_noise)
 
 
 @dataclass(frozen=True)
@@ -68,9 +70,12 @@ class Plan:
     video_n: int
     device: torch.device
     timeout_s: float
+    sample_seed: int | None = None
+    per_episode_noise: bool = False  # the policy takes one generator per batch row: see episode_generator
 
     def start(self, i: int, now: float) -> Running:
-        return Running(i, i % len(self.horizons), self.seeds[i], now)  # one horizon per task
+        generator = episode_generator(self.sample_seed, self.seeds[i], self.device) if self.per_episode_noise else None
+        return Running(i, i % len(self.horizons), self.seeds[i], now, generator=generator)  # one horizon per task
 
     def reset_request(self, i: int, tasks: list[dict[str, Any]]) -> dict[str, Any]:
         """The worker's "reset" request for episode i."""
@@ -102,10 +107,29 @@ def make_plan(policy: Any, tasks: list[dict[str, Any]], options: RolloutOptions,
         video = {"dir": str(check_writable_dir(v.dir)), "fps": float(v.fps), "source": v.source,
                  "render_kwargs": dict(v.render_kwargs)}
     device = torch.device(options.device) if options.device is not None else _policy_device(policy)
+    per_episode_noise = options.sample_seed is not None and _takes_generators(policy)
     return Plan(n_episodes=int(options.n_episodes), seeds=options.episode_seeds(demo_seeds),
                 horizons=_horizons(tasks, options.max_steps), n_obs_steps=int(n_obs), n_action_steps=int(n_act),
                 obs_keys=obs_keys, stop_on_success=bool(options.stop_on_success), video=video, video_n=int(v.n),
-                device=device, timeout_s=float(options.worker_timeout_s))
+                device=device, timeout_s=float(options.worker_timeout_s), sample_seed=options.sample_seed,
+                per_episode_noise=per_episode_noise)
+
+
+def episode_generator(sample_seed: int, episode_seed: int, device: torch.device) -> torch.Generator:
+    """The generator of one episode's sampling noise, a function of (sample_seed, the episode's seed)
+    alone: an episode draws the same noise chunk after chunk whichever worker runs it and whatever
+    episodes share its batch, so an evaluation with 2 workers scores as it does with 1."""
+    seed = np.random.SeedSequence([int(sample_seed), int(episode_seed)]).generate_state(1, np.uint64)[0]
+    return torch.Generator(device=device).manual_seed(int(seed))
+
+
+def _takes_generators(policy: Any) -> bool:
+    """Whether `policy.predict_action` takes `generator=` (one per batch row, policies/diffusion.py);
+    other policies draw from the global RNG that sampling_rng seeds."""
+    try:
+        return "generator" in inspect.signature(policy.predict_action).parameters
+    except (AttributeError, TypeError, ValueError):
+        return False
 
 
 def policy_steps(policy: Any) -> tuple[int, int]:

@@ -16,7 +16,13 @@
   *built*, or lacks an observation the policy needs, stops the run with EnvBuildError, since
   every later episode would fail the same way. An interrupted run (Ctrl-C) closes its workers.
 
-This module never imports policies: it only calls `policy.predict_action(obs, goal)` with
+- Sampling noise: a policy whose `predict_action` takes `generator=` (every diffusion policy here) gets
+  one generator per row, each episode's own, seeded from (options.sample_seed, the episode's seed)
+  (rollouts.plan.episode_generator): an episode's score does not depend on the number of workers or on
+  which episodes happened to share its batches. Other policies draw from the global RNG, seeded once
+  per evaluation on a forked stream.
+
+This module never imports policies: it only calls `policy.predict_action(obs, goal[, generator])` with
 goal = {"task": [B] int64} and reads `policy.config["n_obs_steps" | "n_action_steps"]` and
 (if present) the observation keys of `policy.shape_meta["obs"]`.
 """
@@ -103,7 +109,7 @@ class Runner:
             self._start_episodes(todo, plan)  # 1. idle workers start the next episodes
             ready = self._collect(plan, records, bar)  # 2. replies; finished episodes recorded
             if ready:  # 3. one batched policy call for the ready envs; each executes its chunk
-                chunks = _predict(policy, ready, plan.device, plan.n_action_steps)
+                chunks = _predict(policy, ready, plan)
                 for w, chunk in zip(ready, chunks):
                     w.send(("act", chunk), plan.timeout_s)
         return [r for r in records if r is not None]
@@ -172,12 +178,13 @@ def run(policy: Any, tasks: Any, options: RolloutOptions, demo_seeds: Any = None
         return runner.run(policy, demo_seeds=demo_seeds)
 
 
-def _predict(policy: Any, ready: list[WorkerHandle], device: torch.device, n_action_steps: int) -> np.ndarray:
+def _predict(policy: Any, ready: list[WorkerHandle], plan: Plan) -> np.ndarray:
     histories = [w.episode.obs for w in ready]
-    obs = {k: torch.from_numpy(np.stack([h[k] for h in histories])).to(device) for k in histories[0]}
-    goal = {"task": torch.tensor([w.episode.task for w in ready], dtype=torch.int64, device=device)}
+    obs = {k: torch.from_numpy(np.stack([h[k] for h in histories])).to(plan.device) for k in histories[0]}
+    goal = {"task": torch.tensor([w.episode.task for w in ready], dtype=torch.int64, device=plan.device)}
+    noise = {"generator": [w.episode.generator for w in ready]} if plan.per_episode_noise else {}
     with torch.inference_mode():
-        action = policy.predict_action(obs, goal)
+        action = policy.predict_action(obs, goal, **noise)
     if action.ndim != 3 or action.shape[0] != len(ready):
         raise ValueError(f"predict_action must return [B={len(ready)}, Ta, Da], got {tuple(action.shape)}")
-    return action[:, :n_action_steps].detach().float().cpu().numpy()
+    return action[:, :plan.n_action_steps].detach().float().cpu().numpy()

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from policies.diffusion import EDM, SAMPLERS, DiffusionConfig
+from policies.diffusion import EDM, SAMPLERS, DiffusionConfig, initial_noise
 
 
 def edm(**overrides) -> EDM:
@@ -154,6 +154,14 @@ def test_sampling_is_deterministic_under_a_seed(sampler):
     first = e.sample(net, (2, 5, 3), 0.0, sampler=sampler)
     torch.manual_seed(3)
     assert torch.equal(first, e.sample(net, (2, 5, 3), 0.0, sampler=sampler))
+
+
+def test_initial_noise_draws_row_i_from_generator_i():
+    rows = [torch.randn((1, 5, 3), generator=torch.Generator().manual_seed(s)) for s in (4, 2)]
+    both = initial_noise((2, 5, 3), "cpu", torch.float32, [torch.Generator().manual_seed(s) for s in (4, 2)])
+    assert torch.equal(both, torch.cat(rows))
+    one = initial_noise((2, 5, 3), "cpu", torch.float32, torch.Generator().manual_seed(4))
+    assert torch.equal(one, torch.randn((2, 5, 3), generator=torch.Generator().manual_seed(4)))
 
 
 def test_sampling_context_wraps_the_loop():

@@ -81,6 +81,25 @@ def test_predict_action_returns_the_executed_slice_in_env_units():
     torch.testing.assert_close(sample(policy, batch), expected)
 
 
+def test_one_generator_per_row_samples_each_row_as_if_alone():
+    """What makes an evaluation's scores independent of batching: a row's actions depend on its own
+    generator, not on the other rows of the batch."""
+    policy = make().eval()
+    batch = batch_for(policy)
+    goal = goal_from_batch(batch)
+    rows = [policy.predict_action({k: v[i : i + 1] for k, v in batch["obs"].items()},
+                                  {k: v[i : i + 1] for k, v in goal.items()},
+                                  generator=[torch.Generator().manual_seed(10 + i)]) for i in range(3)]
+    together = policy.predict_action(batch["obs"], goal,
+                                     generator=[torch.Generator().manual_seed(10 + i) for i in range(3)])
+    torch.testing.assert_close(together, torch.cat(rows), rtol=1e-5, atol=1e-5)
+    swapped = policy.predict_action(batch["obs"], goal,
+                                    generator=[torch.Generator().manual_seed(s) for s in (11, 10, 12)])
+    assert not torch.allclose(swapped[:2], together[:2], atol=1e-3)
+    with pytest.raises(ValueError, match="one per row"):
+        policy.predict_action(batch["obs"], goal, generator=[torch.Generator()])
+
+
 # --- expert caching ---------------------------------------------------------------------------
 @pytest.mark.parametrize("sampler", SAMPLERS)
 @pytest.mark.parametrize("shared_expert", [False, True])

@@ -181,6 +181,35 @@ def test_sampling_noise_is_seeded_on_a_forked_rng() -> None:
     assert len(a.draws) == 10 and a.draws == b.draws and a.draws != c.draws
 
 
+class GeneratorPolicy(ChunkPolicy):
+    """Takes one generator per row, as the diffusion policies do; records each (seed, step) draw."""
+
+    def __init__(self) -> None:
+        super().__init__(n_obs_steps=1, n_action_steps=2)
+        self.draws: dict[tuple[int, int], float] = {}
+
+    def predict_action(self, obs, goal, generator=None):
+        action = super().predict_action(obs, goal)
+        assert generator is not None and len(generator) == action.shape[0]
+        for row, g in enumerate(generator):
+            t, seed = (int(v) for v in obs["state"][row, -1, :2])
+            action[row, :, 1] = torch.rand(action.shape[1], generator=g)
+            self.draws[seed, t] = action[row, 0, 1].item()
+        return action
+
+
+def test_each_episode_draws_its_own_noise_whatever_the_workers() -> None:
+    """With one worker the episodes run one by one; with three they share batches in an order set by
+    timing. An episode's sampling noise comes from its own generator, so it is the same either way."""
+    tasks = _tasks(horizon=6)
+    one, three, other_seed = GeneratorPolicy(), GeneratorPolicy(), GeneratorPolicy()
+    run(one, tasks, opts(5, workers=1, sample_seed=3))
+    run(three, tasks, opts(5, workers=3, sample_seed=3))
+    run(other_seed, tasks, opts(5, workers=3, sample_seed=4))
+    assert len(one.draws) == 5 * 3 and one.draws == three.draws
+    assert set(other_seed.draws) == set(one.draws) and other_seed.draws != one.draws
+
+
 def test_wilson_interval_known_values() -> None:
     assert wilson_interval(8, 10) == pytest.approx((0.490160, 0.943318), abs=1e-5)
     assert wilson_interval(0, 10) == pytest.approx((0.0, 0.277533), abs=1e-5)
