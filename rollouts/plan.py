@@ -54,7 +54,7 @@ class Running:
     steps: int = 0  # as of the last reply, for the record of an episode whose worker dies
     ret: float = 0.0
     obs: dict[str, np.ndarray] | None = None
-    generator: torch.Generator | None = None  # this episode's sampling noise (Plan.per_episode_noise)
+    generator: torch.Generator | None = None  # this episode's sampling noise (Plan.episode_noise_seed)
 
 
 @dataclass(frozen=True)
@@ -70,11 +70,12 @@ class Plan:
     video_n: int
     device: torch.device
     timeout_s: float
-    sample_seed: int | None = None
-    per_episode_noise: bool = False  # the policy takes one generator per batch row: see episode_generator
+    # set when the policy takes one generator per batch row: each episode's comes from it (episode_generator)
+    episode_noise_seed: int | None = None
 
     def start(self, i: int, now: float) -> Running:
-        generator = episode_generator(self.sample_seed, self.seeds[i], self.device) if self.per_episode_noise else None
+        seed = self.episode_noise_seed
+        generator = None if seed is None else episode_generator(seed, self.seeds[i], self.device)
         return Running(i, i % len(self.horizons), self.seeds[i], now, generator=generator)  # one horizon per task
 
     def reset_request(self, i: int, tasks: list[dict[str, Any]]) -> dict[str, Any]:
@@ -107,12 +108,11 @@ def make_plan(policy: Any, tasks: list[dict[str, Any]], options: RolloutOptions,
         video = {"dir": str(check_writable_dir(v.dir)), "fps": float(v.fps), "source": v.source,
                  "render_kwargs": dict(v.render_kwargs)}
     device = torch.device(options.device) if options.device is not None else _policy_device(policy)
-    per_episode_noise = options.sample_seed is not None and _takes_generators(policy)
     return Plan(n_episodes=int(options.n_episodes), seeds=options.episode_seeds(demo_seeds),
                 horizons=_horizons(tasks, options.max_steps), n_obs_steps=int(n_obs), n_action_steps=int(n_act),
                 obs_keys=obs_keys, stop_on_success=bool(options.stop_on_success), video=video, video_n=int(v.n),
-                device=device, timeout_s=float(options.worker_timeout_s), sample_seed=options.sample_seed,
-                per_episode_noise=per_episode_noise)
+                device=device, timeout_s=float(options.worker_timeout_s),
+                episode_noise_seed=options.sample_seed if _takes_generators(policy) else None)
 
 
 def episode_generator(sample_seed: int, episode_seed: int, device: torch.device) -> torch.Generator:

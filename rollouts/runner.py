@@ -182,7 +182,7 @@ def _predict(policy: Any, ready: list[WorkerHandle], plan: Plan) -> np.ndarray:
     histories = [w.episode.obs for w in ready]
     obs = {k: torch.from_numpy(np.stack([h[k] for h in histories])).to(plan.device) for k in histories[0]}
     goal = {"task": torch.tensor([w.episode.task for w in ready], dtype=torch.int64, device=plan.device)}
-    noise = {"generator": [w.episode.generator for w in ready]} if plan.per_episode_noise else {}
+    noise = {"generator": [w.episode.generator for w in ready]} if plan.episode_noise_seed is not None else {}
     with torch.inference_mode():
         action = policy.predict_action(obs, goal, **noise)
     if action.ndim != 3 or action.shape[0] != len(ready):
