@@ -57,6 +57,9 @@ class Running:
     generator: torch.Generator | None = None  # this episode's sampling noise (Plan.episode_noise_seed)
 
 
+PER_EPISODE_NOISE, SHARED_NOISE = "per-episode", "shared"
+
+
 @dataclass(frozen=True)
 class Plan:
     n_episodes: int
@@ -72,6 +75,13 @@ class Plan:
     timeout_s: float
     # set when the policy takes one generator per batch row: each episode's comes from it (episode_generator)
     episode_noise_seed: int | None = None
+
+    def sampling_noise(self) -> str:
+        """How the evaluation drew the policy's sampling noise, as eval_info.json records it: "per-episode"
+        (each episode its own generator; scores do not depend on the workers) or "shared" (one stream for
+        all episodes, the only way for a policy without `generator=`). An eval_info.json without the key
+        was made before per-episode noise and drew from the shared stream."""
+        return SHARED_NOISE if self.episode_noise_seed is None else PER_EPISODE_NOISE
 
     def start(self, i: int, now: float) -> Running:
         seed = self.episode_noise_seed
@@ -200,6 +210,7 @@ def metrics_of(records: list[dict[str, Any]], tasks: list[dict[str, Any]], plan:
         episodes_per_s=len(records) / wall_s, env_steps_per_s=env_steps / wall_s, workers=workers,
         worker_cpu_s=sum(r["cpu_s"] for r in records), n_obs_steps=plan.n_obs_steps,
         n_action_steps=plan.n_action_steps, stop_on_success=plan.stop_on_success,
+        sampling_noise=plan.sampling_noise(),
         video_paths=[r["video"] for r in records if r["video"]],
     )
     return metrics

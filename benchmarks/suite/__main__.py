@@ -1,7 +1,7 @@
 """One command runs a benchmark suite; another regenerates its table and plots from results.json.
 
     python -m benchmarks.suite SUITE [policies=mode,dit,cnn] [seeds=0,1,2] [budget=cpu|gpu|smoke]
-                                     [tasks=lift,can] [out=DIR] [dry_run=true]
+                                     [tasks=lift,can] [out=DIR] [dry_run=true] [rescore=true]
     python -m benchmarks.suite report DIR... [--markdown] [--readme README.md]
     python -m benchmarks.suite latency OUT [rounds=5] [repeats=20] [threads=1]
     python -m benchmarks.suite restore RESULTS_JSON [out=DIR]
@@ -9,7 +9,8 @@
 
 SUITE is one of benchmarks/suite/suites.py (robosuite-state, robosuite-low-data, mt10-state, mt50-state,
 mt50-image). Every command the suite runs is printed and kept in DIR/commands.jsonl; rerunning the same
-command resumes (finished runs are kept). `report` rewrites table.md, success.png and heatmap.png next
+command resumes (finished runs are kept; with rescore=true, those scored with the shared noise stream
+are evaluated again). `report` rewrites table.md, success.png and heatmap.png next
 to each results.json; --markdown prints the blocks for the README, --readme rewrites the block between
 `<!-- suite-results:begin -->` and `<!-- suite-results:end -->` in that file. `latency` measures the b=1
 latency of every finished run in OUT again, interleaved in one process (benchmarks/suite/latency.py).
@@ -27,12 +28,12 @@ import sys
 from pathlib import Path
 
 BEGIN, END = "<!-- suite-results:begin -->", "<!-- suite-results:end -->"
-RUN_KEYS = ("policies", "seeds", "budget", "tasks", "out", "dry_run")
+RUN_KEYS = ("policies", "seeds", "budget", "tasks", "out", "dry_run", "rescore")
 
 
 def parse_run_args(argv: list[str]) -> dict[str, object]:
     args: dict[str, object] = {"policies": None, "seeds": None, "budget": "cpu", "tasks": None, "out": None,
-                               "dry_run": False}
+                               "dry_run": False, "rescore": False}
     for item in argv:
         key, sep, value = item.partition("=")
         if not sep or key not in RUN_KEYS:
@@ -44,9 +45,9 @@ def parse_run_args(argv: list[str]) -> dict[str, object]:
                 args[key] = [int(s) for s in value.split(",") if s]
             except ValueError:
                 raise ValueError(f"seeds must be integers separated by commas, got {value!r}") from None
-        elif key == "dry_run":
+        elif key in ("dry_run", "rescore"):
             if value.lower() not in ("true", "false"):
-                raise ValueError(f"dry_run must be true or false, got {value!r}")
+                raise ValueError(f"{key} must be true or false, got {value!r}")
             args[key] = value.lower() == "true"
         else:
             args[key] = value
@@ -135,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parse_run_args(argv[1:])
         runner = SuiteRunner(get_suite(argv[0]), budget=str(args["budget"]), policies=args["policies"],
                              seeds=args["seeds"], tasks=args["tasks"], out=args["out"], dry_run=bool(args["dry_run"]),
+                             rescore=bool(args["rescore"]),
                              command=shlex.join(["python", "-m", "benchmarks.suite", *argv]))
         previous = signal.signal(signal.SIGTERM, terminate_children)  # `kill <pid>`: the running command stops
         try:                                                            # cleanly too (train.py saves last.ckpt)

@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from rollouts.plan import SHARED_NOISE
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -169,4 +171,18 @@ def eval_summary(info: dict[str, Any]) -> dict[str, Any]:
         "seeds": seeds_digest([int(e["seed"]) for e in info["episodes"]]),
         "rollout_wall_s": agg.get("wall_s"),
         "global_step": info.get("global_step"),
+        "sampling_noise": agg.get("sampling_noise", SHARED_NOISE),
     }
+
+
+def sampling_noise(summary: dict[str, Any]) -> str:
+    """How an evaluation summary's episodes drew their sampling noise (rollouts/plan.py Plan.sampling_noise):
+    a summary from before the key existed was scored with the shared stream."""
+    return summary.get("sampling_noise") or SHARED_NOISE
+
+
+def predates_recorded_noise(run: dict[str, Any]) -> bool:
+    """Whether an evaluation of the run was made before evaluations recorded their sampling noise: then its
+    episodes drew from one shared stream in the order the workers' replies came, so the score depended on
+    that order (`rescore=true` evaluates such a run again)."""
+    return any(s is not None and "sampling_noise" not in s for s in run["eval"].values())

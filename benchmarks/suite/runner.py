@@ -14,7 +14,10 @@ Layout of `out`:
 Resume: a run whose result.json is complete is skipped; a training that stopped early continues with
 `resume=<run dir>`; an evaluation whose eval_info.json matches its checkpoint is kept. A run restored
 from a published results.json (benchmarks/suite/restore.py) whose store hash differs from the store here
-is trained again (its result.json kept as result.restored.json).
+is trained again (its result.json kept as result.restored.json). With `rescore=true`, a finished run
+whose evaluations drew from the shared noise stream (made before eval_info.json recorded
+`sampling_noise`) is evaluated again when its checkpoint is here; its earlier record stays beside it
+(result.before-rescore.json, eval-*.before-rescore/).
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ class SuiteError(RuntimeError):
 class SuiteRunner:
     def __init__(self, suite: Suite, budget: str = "cpu", policies: list[str] | None = None,
                  seeds: list[int] | None = None, tasks: list[str] | None = None, out: str | Path | None = None,
-                 dry_run: bool = False,
+                 dry_run: bool = False, rescore: bool = False,
                  execute: Executor = run_subprocess, echo: Callable[[str], None] = print,
                  command: str | None = None) -> None:
         self.suite, self.budget_name = suite, budget
@@ -57,7 +60,7 @@ class SuiteRunner:
         self.seeds = tuple(seeds) if seeds else self.budget.seeds
         self.tasks = suite.select_tasks(tasks)
         self.out = Path(out or REPO / "outputs" / "suites" / f"{suite.name}-{budget}").resolve()
-        self.dry_run, self.execute, self.echo = dry_run, execute, echo
+        self.dry_run, self.rescore, self.execute, self.echo = dry_run, rescore, execute, echo
         self.command = command
         self.git = records.git_state()
 
@@ -160,12 +163,13 @@ class SuiteRunner:
             if not self.dry_run:
                 os.replace(rdir / "result.json", rdir / "result.restored.json")
             done = None
+        train_dir, steps = rdir / "train", task.steps(self.budget)
+        last = train_dir / "checkpoints" / "last.ckpt"
+        done, rescored = self.rescore_or_keep(key, rdir, done, last)
         if done and done.get("complete"):
             self.echo(f"= {key}: finished earlier, kept")
             return done
         self.echo(f"> {key}")
-        train_dir, steps = rdir / "train", task.steps(self.budget)
-        last = train_dir / "checkpoints" / "last.ckpt"
         if not self.dry_run:
             records.write_json(rdir / "spec.json", {"config_hash": config_hash, "key": key})
         step = records.global_step(last)
@@ -181,7 +185,7 @@ class SuiteRunner:
                 best = "<the top-1 checkpoints/stepNNNNNN.ckpt by val/loss>"
                 self.launch(self.eval_argv(task, best, rdir / "eval-best"), rdir / "eval-best.log", "eval")
                 return None
-            step = records.global_step(last)
+            step, rescored = records.global_step(last), None  # new weights: a full record, not a rescore
             if step != steps:
                 raise SuiteError(f"{shown(train_dir)}: training ended at step {step}, not {steps}; see "
                                  f"{shown(rdir / 'train.out.log')}")
@@ -196,15 +200,42 @@ class SuiteRunner:
             evals["best"] = self.evaluate(task, rdir, "best", best["path"], best["global_step"])
         if best is not None:
             evals["best"].update(monitor=best["monitor"], monitor_value=best["score"])
-        return self.finish(task, variant, seed, rdir, config_hash, store, step, evals)
+        return self.finish(task, variant, seed, rdir, config_hash, store, step, evals, rescored)
+
+    def rescore_or_keep(self, key: str, rdir: Path, done: dict | None, last: Path) -> tuple[dict | None, dict | None]:
+        """(the finished record to keep or None, the earlier record of a run to evaluate again or None).
+        With `rescore`, a finished run scored with the shared noise stream is evaluated again, per episode,
+        when its checkpoint is here: its result.json and eval directories are moved aside as
+        *.before-rescore (the two scores stay side by side) and the runner goes on as for an evaluation cut
+        short. A rescore cut short itself left result.before-rescore.json and no result.json: it goes on."""
+        earlier = rdir / "result.before-rescore.json"
+        if done is None or not done.get("complete"):
+            return done, records.read_json(earlier)
+        if not (self.rescore and records.predates_recorded_noise(done)):
+            return done, None
+        if records.global_step(last) != done["train"]["steps"]:
+            why = f"restored from {done['restored_from']}" if done.get("restored_from") else "gone"
+            self.echo(f"= {key}: scored with the shared noise stream, but its checkpoint is not here ({why}): kept")
+            return done, None
+        self.echo(f"~ {key}: scored with the shared noise stream; evaluated again, per episode")
+        if self.dry_run:
+            return done, None
+        for which in ("eval-last", "eval-best"):
+            if (rdir / which).is_dir() and not (rdir / f"{which}.before-rescore").exists():
+                os.replace(rdir / which, rdir / f"{which}.before-rescore")
+        os.replace(rdir / "result.json", earlier)
+        return None, done
 
     def evaluate(self, task: SuiteTask, rdir: Path, which: str, ckpt: Path, step: int) -> dict[str, Any]:
         out = rdir / f"eval-{which}"
 
         def current() -> dict | None:  # an eval_info.json of exactly this checkpoint and budget
             info = records.read_json(out / "eval_info.json")
+            # and made by an evaluation that records its sampling noise (an older one shared a noise stream
+            # among the episodes, so its score depended on the workers' timing)
             if info and info.get("global_step") == step and Path(info.get("checkpoint", "")).name == ckpt.name \
-                    and info["aggregate"]["n_episodes"] == self.budget.eval_episodes:
+                    and info["aggregate"]["n_episodes"] == self.budget.eval_episodes \
+                    and "sampling_noise" in info["aggregate"]:
                 return info
             return None
 
@@ -220,7 +251,11 @@ class SuiteRunner:
                 **records.eval_summary(info)}
 
     def finish(self, task: SuiteTask, variant: Variant, seed: int, rdir: Path, config_hash: str,
-               store: dict[str, Any], step: int, evals: dict[str, Any]) -> dict[str, Any]:
+               store: dict[str, Any], step: int, evals: dict[str, Any],
+               rescored: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The run's result.json. A rescored run (`rescored`: its earlier record) keeps its training record
+        and cost, latency included (the weights did not change, and the runner's own timing would be taken
+        under load); its evaluation and eval_wall_s are the new ones."""
         import torch
 
         from benchmarks.suite.cost import codebook_metrics, policy_cost
@@ -234,6 +269,7 @@ class SuiteRunner:
         trains = trains[fresh[-1]:] if fresh else trains
         device = "cuda" if self.budget_name == "gpu" and torch.cuda.is_available() else "cpu"
         first = trains[0] if trains else self.git
+        since = (rescored or {}).get("created") or ""  # a rescore's evaluations began after the earlier record
         result = {
             "schema": SCHEMA, "complete": True, "suite": self.suite.name, "budget": self.budget_name,
             "task": task.name, "variant": variant.name, "seed": seed, "config_hash": config_hash,
@@ -245,11 +281,16 @@ class SuiteRunner:
             "train": {"run_dir": train_dir.relative_to(self.out).as_posix(), "steps": step,
                       "commands": [c["command"] for c in trains], "segments": len(trains),
                       "wall_s": round(sum(c["wall_s"] for c in trains), 1)},
-            "eval_wall_s": round(sum(c["wall_s"] for c in cmds if c["phase"] == "eval"), 1),
-            "cost": policy_cost(train_dir / "checkpoints" / "last.ckpt", device),
+            "eval_wall_s": round(sum(c["wall_s"] for c in cmds if c["phase"] == "eval" and c["time"] >= since), 1),
+            "cost": rescored["cost"] if rescored else policy_cost(train_dir / "checkpoints" / "last.ckpt", device),
             "codebook": codebook_metrics(train_dir),
             "eval": evals,
         }
+        if rescored:  # what the shared-stream scores were, and by which code the new ones were made
+            before = {k: {"n_success": v["n_success"], "n_episodes": v["n_episodes"]}
+                      for k, v in rescored["eval"].items() if v}
+            result.update(train=rescored["train"], started=rescored.get("started", result["started"]),
+                          rescored={**self.git, "time": result["created"], "before": before})
         records.write_json(rdir / "result.json", result)
         s = evals["last"]
         self.echo(f"  {records.run_key(task.name, variant.name, seed)}: last {s['success_rate']:.2f} "

@@ -9,6 +9,7 @@ from typing import Any
 
 from benchmarks.suite import records
 from benchmarks.suite.results import groups
+from rollouts.plan import PER_EPISODE_NOISE
 from rollouts.stats import mcnemar_exact
 
 
@@ -151,8 +152,22 @@ def check_lines(doc: dict[str, Any]) -> list[str]:
         out.append(f"- {task}: {'same' if same else 'DIFFERENT'} demo store for every policy "
                    f"{'at each training seed ' if len(stores) > 1 else ''}({named}), "
                    f"{'same' if len(seeds) == 1 else 'DIFFERENT'} evaluation seeds"
-                   f"{'' if ok else ' — the comparison is not like for like'}")
+                   f"{'' if ok else ' — the comparison is not like for like'}; {noise_text(runs)}")
     return out
+
+
+def noise_text(runs: list[dict[str, Any]]) -> str:
+    """How the runs' evaluations drew their sampling noise (rollouts/plan.py Plan.sampling_noise): one
+    generator per episode, or the shared stream, whose draws went to the episodes in the order the workers'
+    replies came, so that the same weights scored differently from one evaluation to the next."""
+    shared = [r for r in runs if any(records.sampling_noise(s) != PER_EPISODE_NOISE
+                                     for s in r["eval"].values() if s)]
+    if not shared:
+        return "sampling noise per episode"
+    if len(shared) == len(runs):
+        return "sampling noise from the shared stream (scores vary between evaluations of the same weights)"
+    named = ", ".join(f"{r['variant']} seed {r['seed']}" for r in shared)
+    return f"sampling noise per episode, except the shared stream for {named}"
 
 
 def has_heatmap(doc: dict[str, Any]) -> bool:

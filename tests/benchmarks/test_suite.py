@@ -50,13 +50,13 @@ def tiny_suite(steps: int = 4) -> Suite:
                  variants={"mode": tiny_variant("mode"), "dit": tiny_variant("dit")})
 
 
-def runner(out: Path, launched: list, steps: int = 4) -> SuiteRunner:
+def runner(out: Path, launched: list, steps: int = 4, **kw) -> SuiteRunner:
     def counting(argv, log):
         launched.append(argv)
         return run_subprocess(argv, log)
 
     return SuiteRunner(tiny_suite(steps), "smoke", ["mode", "dit"], out=out, execute=counting,
-                       echo=lambda line: None, command="python -m benchmarks.suite tiny budget=smoke")
+                       echo=lambda line: None, command="python -m benchmarks.suite tiny budget=smoke", **kw)
 
 
 @pytest.fixture(scope="module")
@@ -215,6 +215,53 @@ def test_second_invocation_redoes_nothing(suite_run) -> None:
     assert launched == []
 
 
+def test_rescore_evaluates_again_only_runs_scored_with_the_shared_noise_stream(suite_run, tmp_path,
+                                                                                monkeypatch) -> None:
+    """A run evaluated before eval_info.json recorded its sampling noise is kept by a plain resume and
+    evaluated again, per episode, with rescore=true when its checkpoint is here (training, cost and the
+    earlier record kept); without its checkpoint it is kept as it was."""
+    from benchmarks.suite.tables import check_lines
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    out = tmp_path / "suite"
+    shutil.copytree(suite_run[0], out)
+    for run in ("one/mode", "two/dit"):  # what an older evaluation left: no sampling_noise anywhere
+        rdir = out / "runs" / run / "seed0"
+        for info_path in rdir.glob("eval-*/eval_info.json"):
+            info = json.loads(info_path.read_text())
+            del info["aggregate"]["sampling_noise"]
+            info_path.write_text(json.dumps(info))
+        result = json.loads((rdir / "result.json").read_text())
+        for summary in filter(None, result["eval"].values()):
+            del summary["sampling_noise"]
+        (rdir / "result.json").write_text(json.dumps(result))
+    shutil.rmtree(out / "runs" / "two" / "dit" / "seed0" / "train" / "checkpoints")  # as a restored run
+    before = json.loads((out / "runs" / "one" / "mode" / "seed0" / "result.json").read_text())
+    launched: list = []
+    doc = runner(out, launched).run()
+    assert launched == []
+    assert check_lines(doc)[0].endswith("; sampling noise per episode, except the shared stream for mode seed 0")
+    doc = runner(out, launched, rescore=True).run()
+    assert {a[1] for a in launched} == {"eval_rollouts.py"}
+    assert all("/one/mode/seed0/" in a[2] for a in launched)
+    rdir = out / "runs" / "one" / "mode" / "seed0"
+    new = runs_by(doc)["one", "mode"]
+    assert new["eval"]["last"]["sampling_noise"] == "per-episode" and new["eval"]["last"]["n_episodes"] == 4
+    assert new["train"] == before["train"] and new["cost"] == before["cost"] and new["started"] == before["started"]
+    assert new["rescored"]["before"]["last"] == {k: before["eval"]["last"][k] for k in ("n_success", "n_episodes")}
+    assert json.loads((rdir / "result.before-rescore.json").read_text()) == before
+    assert "sampling_noise" not in json.loads((rdir / "eval-last.before-rescore" / "eval_info.json").read_text())[
+        "aggregate"]
+    assert 0 < new["eval_wall_s"] < before["eval_wall_s"] + sum(
+        c["wall_s"] for c in map(json.loads, (rdir / "commands.jsonl").read_text().splitlines())
+        if c["phase"] == "eval")
+    assert "sampling_noise" not in runs_by(doc)["two", "dit"]["eval"]["last"]  # no checkpoint: kept
+    assert check_lines(doc)[1].endswith("; sampling noise per episode, except the shared stream for dit seed 0")
+    launched.clear()
+    runner(out, launched, rescore=True).run()
+    assert launched == []
+
+
 def test_half_finished_training_resumes(suite_run, monkeypatch) -> None:
     out, doc, _ = suite_run
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
@@ -263,7 +310,10 @@ def test_command_line_errors(capsys) -> None:
     assert cli.main(["mt50-state", "budget=tpu"]) == 2
     assert "has no budget 'tpu'; choose from cpu, cpu-long, gpu, smoke" in capsys.readouterr().err
     assert cli.main(["mt50-state", "steps=3"]) == 2
-    assert "key one of policies, seeds, budget, tasks, out, dry_run; got 'steps=3'" in capsys.readouterr().err
+    assert "key one of policies, seeds, budget, tasks, out, dry_run, rescore; got 'steps=3'" in \
+        capsys.readouterr().err
+    assert cli.main(["mt50-state", "rescore=maybe"]) == 2
+    assert "rescore must be true or false, got 'maybe'" in capsys.readouterr().err
     assert [v.name for v in SUITES["mt50-image"].select(["mode", "dit"])] == [
         "mode", "mode-codebook", "mode-codebook-t0.1", "mode-linear", "dit"]
 
@@ -408,17 +458,20 @@ def test_protocol_check_compares_stores_per_training_seed() -> None:
     """Seeds may come with their own demos (a store regenerated elsewhere); policies of one seed may not."""
     from benchmarks.suite.tables import check_lines
 
-    def run(variant: str, seed: int, store: str, evals: str = "e") -> dict:
+    def run(variant: str, seed: int, store: str, evals: str = "e", noise: str | None = "per-episode") -> dict:
         return {"task": "t", "variant": variant, "seed": seed, "store": {"sha256": store * 64},
-                "eval": {"last": {"seeds": {"sha256": evals}}}}
+                "eval": {"last": {"seeds": {"sha256": evals}, **({"sampling_noise": noise} if noise else {})}}}
 
     one = [run("mode", 0, "a"), run("dit", 0, "a")]
     assert check_lines({"runs": one}) == [f"- t: same demo store for every policy (sha256 {'a' * 12}), "
-                                          "same evaluation seeds"]
+                                          "same evaluation seeds; sampling noise per episode"]
     seeds = [*one, run("mode", 1, "b"), run("dit", 1, "b")]
     assert check_lines({"runs": seeds}) == [
         f"- t: same demo store for every policy at each training seed (seed 0: sha256 {'a' * 12}; seed 1: "
-        f"sha256 {'b' * 12}), same evaluation seeds"]
+        f"sha256 {'b' * 12}), same evaluation seeds; sampling noise per episode"]
+    older = [run("mode", 0, "a", noise=None), run("dit", 0, "a", noise=None)]  # evaluated before the key existed
+    assert check_lines({"runs": older})[0].endswith("; sampling noise from the shared stream (scores vary between "
+                                                    "evaluations of the same weights)")
     mixed = [*one, run("mode", 1, "b"), run("dit", 1, "c")]
     assert "DIFFERENT demo store" in check_lines({"runs": mixed})[0]
     assert "not like for like" in check_lines({"runs": mixed})[0]

@@ -177,8 +177,9 @@ def test_sampling_noise_is_seeded_on_a_forked_rng() -> None:
         runner.run(a)
         runner.run(b)
         assert torch.equal(torch.random.get_rng_state(), before)  # the caller's stream did not move
-        runner.run(c, runner.options.replace(sample_seed=8))
+        metrics = runner.run(c, runner.options.replace(sample_seed=8))
     assert len(a.draws) == 10 and a.draws == b.draws and a.draws != c.draws
+    assert metrics["sampling_noise"] == "shared"  # what eval_info.json records for such a policy
 
 
 class GeneratorPolicy(ChunkPolicy):
@@ -204,7 +205,7 @@ def test_each_episode_draws_its_own_noise_whatever_the_workers() -> None:
     tasks = _tasks(horizon=6)
     one, three, other_seed = GeneratorPolicy(), GeneratorPolicy(), GeneratorPolicy()
     run(one, tasks, opts(5, workers=1, sample_seed=3))
-    run(three, tasks, opts(5, workers=3, sample_seed=3))
+    assert run(three, tasks, opts(5, workers=3, sample_seed=3))["sampling_noise"] == "per-episode"
     run(other_seed, tasks, opts(5, workers=3, sample_seed=4))
     assert len(one.draws) == 5 * 3 and one.draws == three.draws
     assert set(other_seed.draws) == set(one.draws) and other_seed.draws != one.draws
