@@ -218,8 +218,12 @@ def passes_text(doc: dict[str, Any]) -> str:
 def render(doc: dict[str, Any], image_prefix: str = "", heading: str = "#") -> str:
     """table.md (or, with another prefix and heading level, the README block) for one suite."""
     spec = doc.get("budget_spec", {})
-    commits = sorted({f"{(r.get('git_commit') or '?')[:10]}{' (dirty)' if r.get('git_dirty') else ''}"
-                      for r in doc["runs"]})
+    def commit(rec: dict[str, Any]) -> str:
+        return f"{(rec.get('git_commit') or '?')[:10]}{' (dirty)' if rec.get('git_dirty') else ''}"
+
+    # the code that trained each run and, for a rescored run, the code that evaluated it again
+    commits = sorted({commit(r) for r in doc["runs"]}
+                     | {f"{commit(r['rescored'])} (rescore)" for r in doc["runs"] if r.get("rescored")})
     commands = producers(doc)
     parts = [f"{heading} {doc.get('suite', '?')} (budget={doc.get('budget', '?')})", "",
              doc.get("description", ""), "",

@@ -220,7 +220,7 @@ def test_rescore_evaluates_again_only_runs_scored_with_the_shared_noise_stream(s
     """A run evaluated before eval_info.json recorded its sampling noise is kept by a plain resume and
     evaluated again, per episode, with rescore=true when its checkpoint is here (training, cost and the
     earlier record kept); without its checkpoint it is kept as it was."""
-    from benchmarks.suite.tables import check_lines
+    from benchmarks.suite.tables import check_lines, render
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     out = tmp_path / "suite"
@@ -257,6 +257,8 @@ def test_rescore_evaluates_again_only_runs_scored_with_the_shared_noise_stream(s
         if c["phase"] == "eval")
     assert "sampling_noise" not in runs_by(doc)["two", "dit"]["eval"]["last"]  # no checkpoint: kept
     assert check_lines(doc)[1].endswith("; sampling noise per episode, except the shared stream for dit seed 0")
+    assert f"{(new['rescored']['git_commit'] or '?')[:10]}" + (" (dirty)" if new["rescored"]["git_dirty"] else "") \
+        + " (rescore)" in render(doc)  # the table names the code that evaluated it again
     launched.clear()
     runner(out, launched, rescore=True).run()
     assert launched == []
