@@ -60,3 +60,14 @@ def load_task_config(name: str) -> dict[str, Any]:
         known = sorted(p.stem for p in CONF_TASK.glob("*.yaml"))
         raise ValueError(f"unknown task config {name!r}; known: {', '.join(known)}")
     return yaml.safe_load(path.read_text()) or {}
+
+
+def compose_train_config(overrides: list[str]) -> dict[str, Any]:
+    """The resolved config `python train.py *overrides` runs with (conf/config.yaml composed by Hydra's
+    compose API, as train.py's main does), for tools that need to know it without training."""
+    from hydra import compose, initialize_config_dir
+
+    register_policy_defaults()
+    with initialize_config_dir(config_dir=str(CONF_POLICY.parent), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=list(overrides))
+    return OmegaConf.to_container(cfg, resolve=True)

@@ -33,7 +33,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from benchmarks.suite import records
+from benchmarks.suite import records, resolved
 from benchmarks.suite.processes import display, run_subprocess, shown, tail
 from benchmarks.suite.records import REPO
 from benchmarks.suite.suites import Budget, Suite, SuiteTask, Variant
@@ -154,6 +154,7 @@ class SuiteRunner:
                              f"{spec.get('config_hash')}, this suite: {config_hash}); pass another out= or "
                              "delete that directory")
         done = records.read_json(rdir / "result.json")
+        train_config = self.check_train_config(rdir, done, task, variant, seed)
         if done and done.get("complete") and done.get("restored_from") and store.get("sha256") \
                 and done["store"].get("sha256") != store["sha256"]:
             # a published run (benchmarks/suite/restore.py) trained on other bytes than this store holds: its
@@ -200,7 +201,24 @@ class SuiteRunner:
             evals["best"] = self.evaluate(task, rdir, "best", best["path"], best["global_step"])
         if best is not None:
             evals["best"].update(monitor=best["monitor"], monitor_value=best["score"])
-        return self.finish(task, variant, seed, rdir, config_hash, store, step, evals, rescored)
+        return self.finish(task, variant, seed, rdir, config_hash, store, step, evals, train_config, rescored)
+
+    def check_train_config(self, rdir: Path, done: dict | None, task: SuiteTask, variant: Variant,
+                           seed: int) -> dict[str, Any] | None:
+        """A SuiteError when the run in `rdir` trained with another resolved config than its command gives
+        now (a default changed since it trained: the command line alone would not show it); else the
+        config it gives now, or None when there is no run to compare with yet (it is composed at finish)."""
+        trained = resolved.run_config(rdir / "train") or (done or {}).get("train_config")
+        if not trained:
+            return None
+        now = resolved.train_config(self.train_argv(task, variant, seed, rdir / "train"))
+        changes = resolved.config_changes(now, trained)
+        if changes:
+            raise SuiteError(f"{shown(rdir)} was trained with another resolved config, though with the same "
+                             f"command line: {'; '.join(changes[:5])}{' ...' if len(changes) > 5 else ''} (a "
+                             "default in conf/ or in a policy's config dataclass changed since); pass another "
+                             "out= or delete that directory")
+        return now
 
     def rescore_or_keep(self, key: str, rdir: Path, done: dict | None, last: Path) -> tuple[dict | None, dict | None]:
         """(the finished record to keep or None, the earlier record of a run to evaluate again or None).
@@ -251,7 +269,7 @@ class SuiteRunner:
                 **records.eval_summary(info)}
 
     def finish(self, task: SuiteTask, variant: Variant, seed: int, rdir: Path, config_hash: str,
-               store: dict[str, Any], step: int, evals: dict[str, Any],
+               store: dict[str, Any], step: int, evals: dict[str, Any], train_config: dict[str, Any] | None,
                rescored: dict[str, Any] | None = None) -> dict[str, Any]:
         """The run's result.json. A rescored run (`rescored`: its earlier record) keeps its training record
         and cost, latency included (the weights did not change, and the runner's own timing would be taken
@@ -285,6 +303,8 @@ class SuiteRunner:
             "cost": rescored["cost"] if rescored else policy_cost(train_dir / "checkpoints" / "last.ckpt", device),
             "codebook": codebook_metrics(train_dir),
             "eval": evals,
+            # resolved and flat (benchmarks/suite/resolved.py): what trained it, for a later check of a restored run
+            "train_config": train_config or resolved.train_config(self.train_argv(task, variant, seed, train_dir)),
         }
         if rescored:  # what the shared-stream scores were, and by which code the new ones were made
             before = {k: {"n_success": v["n_success"], "n_episodes": v["n_episodes"]}

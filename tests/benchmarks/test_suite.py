@@ -264,6 +264,36 @@ def test_rescore_evaluates_again_only_runs_scored_with_the_shared_noise_stream(s
     assert launched == []
 
 
+def test_a_changed_default_makes_a_finished_run_another_configuration(suite_run, tmp_path) -> None:
+    """The command lines (and so the config hash) stay the same when a default changes; the resolved config
+    does not. An option added since a run trained (absent from its config) is not a change."""
+    import yaml
+
+    from benchmarks.suite.resolved import config_changes, flat
+
+    out = tmp_path / "suite"
+    shutil.copytree(suite_run[0], out)
+    result = json.loads((out / "runs" / "one" / "mode" / "seed0" / "result.json").read_text())
+    config_yaml = out / "runs" / "one" / "mode" / "seed0" / "train" / "config.yaml"
+    trained = yaml.safe_load(config_yaml.read_text())
+    assert result["train_config"] == json.loads(json.dumps(flat(trained)))  # what trained it, kept in the result
+    assert "run_dir" not in result["train_config"] and "task.dataset" not in result["train_config"]
+    del trained["data"]["max_train_episodes"]  # an option this run predates
+    config_yaml.write_text(yaml.safe_dump(trained))
+    launched: list = []
+    runner(out, launched).run()
+    assert launched == []
+    trained["optim"]["lr"] = 0.5  # the default it trained with differs from today's
+    config_yaml.write_text(yaml.safe_dump(trained))
+    with pytest.raises(SuiteError, match=r"trained with another resolved config, though with the same command "
+                                         r"line: optim.lr: 0.5 -> 0.001 \(a default"):
+        runner(out, launched).run()
+    assert launched == []
+    # a restored run has no config.yaml: its result's train_config is what is compared
+    assert config_changes(result["train_config"], result["train_config"]) == []
+    assert config_changes({"a": 1}, {"a": 2, "b": 3}) == ["a: 2 -> 1", "b: 3 -> '<no such key now>'"]
+
+
 def test_half_finished_training_resumes(suite_run, monkeypatch) -> None:
     out, doc, _ = suite_run
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
