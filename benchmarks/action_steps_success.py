@@ -141,10 +141,7 @@ def main() -> None:
         for ta in steps:
             emit_pair(rec, "all", pooled[steps[0]], pooled[ta], action_steps=ta, runs=len(runs),
                       reference_action_steps=steps[0])
-    print(f"# rollouts in {out}")
-    written = rec.write()
-    if written:
-        print(f"# wrote {written}")
+    rec.finish(out)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,13 @@ class Recorder:
     def ratio(self, case: str, metric: str, value: float, **context: Any) -> dict[str, Any]:
         return self.emit(case, metric, value, unit="x", **context)
 
+    def finish(self, rollouts: Path) -> None:
+        """The end of a rollout benchmark: where its rollouts went, and the results file when --save."""
+        print(f"# rollouts in {rollouts}")
+        path = self.write()
+        if path:
+            print(f"# wrote {path}")
+
     def write(self) -> Path | None:
         if not self.save or not self.records:
             return None

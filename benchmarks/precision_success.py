@@ -113,10 +113,7 @@ def main() -> None:
             rec.emit(precision, "action_err_max", err_max, "env", chunks=len(recorded), **ctx)
             rec.emit(precision, "action_err_mean", err_mean, "env", chunks=len(recorded), **ctx)
             rec.emit(precision, "latency_ms", ms, "ms", chunks=len(recorded), **ctx)
-    print(f"# rollouts in {out}")
-    path = rec.write()
-    if path:
-        print(f"# wrote {path}")
+    rec.finish(out)
 
 
 if __name__ == "__main__":

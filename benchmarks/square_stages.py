@@ -120,10 +120,7 @@ def main() -> None:
     for arg in args.checkpoints:
         name, _, path = arg.rpartition("=")
         measure(rec, name or path, path, out / (name or Path(path).stem), args)
-    print(f"# rollouts in {out}")
-    written = rec.write()
-    if written:
-        print(f"# wrote {written}")
+    rec.finish(out)
 
 
 def measure(rec: Recorder, name: str, checkpoint: str, out: Path, args: argparse.Namespace) -> None:

@@ -13,11 +13,11 @@ machine {python, packages, cpu, cpu_flags_sha256, cpu_count}, train {run_dir, st
 wall_s}, eval_wall_s, cost {params_total, params_active, flops_per_chunk, latency_b1_ms, latency_device,
 latency_threads}, codebook (last logged code usage or null) and eval {"last", "best"}: {checkpoint,
 command, eval_info, success_rate, success_ci95, n_success, n_episodes, n_errors, per_task, seeds (digest),
-global_step, [monitor, monitor_value, same_as], outcomes: [[seed, 0|1], ...] read by collect; sampling_noise},
-train_config (the resolved config it trained with, flat; benchmarks/suite/resolved.py), and when
-evaluated again by `rescore=true`, rescored {git_commit, git_dirty, time, before: {last, best:
-{n_success, n_episodes}}}; a run put back by benchmarks/suite/restore.py also has restored_from. Rates pooled over seeds get a fresh Wilson 95%
-interval here.
+global_step, [monitor, monitor_value, same_as], sampling_noise, outcomes: [[seed, 0|1], ...] read by
+collect}, train_config (the resolved config it trained with, flat; benchmarks/suite/resolved.py), and
+when evaluated again by `rescore=true`, rescored {git_commit, git_dirty, time, before: {last, best:
+{n_success, n_episodes}}}; a run put back by benchmarks/suite/restore.py also has restored_from. Rates
+pooled over seeds get a fresh Wilson 95% interval here.
 """
 
 from __future__ import annotations
