@@ -171,7 +171,7 @@ def eval_summary(info: dict[str, Any]) -> dict[str, Any]:
         "seeds": seeds_digest([int(e["seed"]) for e in info["episodes"]]),
         "rollout_wall_s": agg.get("wall_s"),
         "global_step": info.get("global_step"),
-        "sampling_noise": agg.get("sampling_noise", SHARED_NOISE),
+        "sampling_noise": agg["sampling_noise"],  # the runner keeps only evaluations that record it
     }
 
 
