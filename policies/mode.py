@@ -4,9 +4,10 @@ Tokens  [σ-token, goal token, obs tokens (To per state group / camera), action 
         positions; the σ-token is the noise embedding c of c_noise = ln(σ)/4.
 Block   h = x + Attn(RMSNorm(x) + c)       c added to every attention input; QK-norm; optional causal
         h = h + MoE(RMSNorm(h))            E SwiGLU experts, top-k per sample, chosen by a router that
-                                           sees ONLY c (softmax -> top-k, sampled without replacement
-                                           while training unless sample_routes=false, deterministic at
-                                           eval -> renormalized)
+                                           sees ONLY c (softmax -> top-k -> renormalized: the same
+                                           deterministic top-k while training and at inference; with
+                                           sample_routes=true, the paper's choice, training draws the
+                                           k experts from the softmax without replacement instead)
 Out     RMSNorm -> Linear on the action tokens = F of EDM (policies/diffusion.py).
 
 Expert caching. Routing depends on σ alone, and σ is shared by the batch at inference, so the experts
@@ -94,8 +95,9 @@ class MoDEConfig(TransformerConfig):
     shared_expert: bool = False  # add a dense SwiGLU expert that every sample uses
     lb_weight: float = 0.01  # load-balancing loss weight
     z_loss_weight: float = 0.0  # router z-loss weight
-    sample_routes: bool = True  # training: draw the k experts from the router's softmax (the paper's choice);
-    # False: the deterministic top-k that inference uses, so each σ trains the experts it will run
+    sample_routes: bool = False  # training: False trains on the deterministic top-k that inference runs, so
+    # each σ trains the experts it will use; True draws the k experts from the router's softmax (the paper's
+    # choice), which left the router uniform in our CPU runs (README, Policies: Routing while training)
     expert_cache: bool = True  # precompute the routing of every sampling step (exact; faster)
     router: str = "learned"  # learned: top-k of E experts by a router on σ | dtr: Denoising Task Routing
     dtr_sharing_ratio: float = 0.8  # dtr: fraction β of the E*h hidden units active at every σ

@@ -5,6 +5,7 @@
     python -m benchmarks.suite report DIR... [--markdown] [--readme README.md]
     python -m benchmarks.suite latency OUT [rounds=5] [repeats=20] [threads=1]
     python -m benchmarks.suite restore RESULTS_JSON [out=DIR]
+    python -m benchmarks.suite relabel RESULTS_JSON OLD=NEW [...] then=KEY=VALUE [...] why="..."
     python -m benchmarks.suite list
 
 SUITE is one of benchmarks/suite/suites.py (robosuite-state, robosuite-low-data, mt10-state, mt50-state,
@@ -16,6 +17,8 @@ to each results.json; --markdown prints the blocks for the README, --readme rewr
 latency of every finished run in OUT again, interleaved in one process (benchmarks/suite/latency.py).
 `restore` writes the runs of a published results.json back into a suite directory (default: the suite's
 outputs/suites/ folder), so that new runs join them in one table (benchmarks/suite/restore.py).
+`relabel` moves published runs to the variant that names what they trained with after a default
+changed (benchmarks/suite/relabel.py).
 Run from the repository root, with OMP_NUM_THREADS=1 on a shared CPU.
 """
 
@@ -133,6 +136,10 @@ def main(argv: list[str] | None = None) -> int:
             from benchmarks.suite import restore
 
             return restore.main(argv[1:])
+        if argv[0] == "relabel":
+            from benchmarks.suite import relabel
+
+            return relabel.main(argv[1:])
         args = parse_run_args(argv[1:])
         runner = SuiteRunner(get_suite(argv[0]), budget=str(args["budget"]), policies=args["policies"],
                              seeds=args["seeds"], tasks=args["tasks"], out=args["out"], dry_run=bool(args["dry_run"]),

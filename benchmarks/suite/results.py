@@ -23,6 +23,7 @@ pooled over seeds get a fresh Wilson 95% interval here.
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,19 +62,23 @@ def with_start(result_path: Path, run: dict[str, Any]) -> dict[str, Any]:
 def collect(out: Path) -> dict[str, Any]:
     """results.json's document from a suite directory: every complete run found under runs/."""
     definition = records.read_json(out / "suite.json") or {}
-    runs = [with_start(p, with_outcomes(out, r)) for p, r in finished_runs(out)]
-    task_order = [t["name"] for t in definition.get("tasks", [])]
-    variant_order = list(definition.get("variants", {}))
-
-    def rank(r: dict[str, Any]) -> tuple:
-        t = task_order.index(r["task"]) if r["task"] in task_order else len(task_order)
-        v = variant_order.index(r["variant"]) if r["variant"] in variant_order else len(variant_order)
-        return t, r["task"], v, r["variant"], r["seed"]
-
-    runs.sort(key=rank)
+    runs = sorted((with_start(p, with_outcomes(out, r)) for p, r in finished_runs(out)), key=run_order(definition))
     return {"schema": SCHEMA, **definition, "invocations": records.read_jsonl(out / "invocations.jsonl"),
             "stores": list({(r["store"]["path"], r["store"].get("sha256")): r["store"] for r in runs}.values()),
             "runs": runs}
+
+
+def run_order(definition: dict[str, Any]) -> Callable[[dict[str, Any]], tuple]:
+    """Sort key of runs: the suite's task order, then its variant order (the first is every paired
+    comparison's reference), then the seed."""
+    tasks, variants = [t["name"] for t in definition.get("tasks", [])], list(definition.get("variants", {}))
+
+    def rank(r: dict[str, Any]) -> tuple:
+        t = tasks.index(r["task"]) if r["task"] in tasks else len(tasks)
+        v = variants.index(r["variant"]) if r["variant"] in variants else len(variants)
+        return t, r["task"], v, r["variant"], r["seed"]
+
+    return rank
 
 
 def pooled(evals: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -122,7 +127,8 @@ def groups(doc: dict[str, Any]) -> list[dict[str, Any]]:
             "latency_method": runs[0]["cost"].get("latency_method", "right after its training"),
             "latency_pass": latency_pass(runs[0]),
             "steps": runs[0]["train"]["steps"],
-            "train_wall_s": statistics.fmean(r["train"]["wall_s"] for r in runs),
+            # a run that recorded no training segment (its commands.jsonl was lost) has no known time
+            "train_wall_s": statistics.fmean([r["train"]["wall_s"] for r in runs if r["train"].get("segments") != 0] or [0.0]),
             "codebook": codebook or None,
         })
     return out

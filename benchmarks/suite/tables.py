@@ -170,6 +170,18 @@ def noise_text(runs: list[dict[str, Any]]) -> str:
     return f"sampling noise per episode, except the shared stream for {named}"
 
 
+def relabel_lines(doc: dict[str, Any]) -> list[str]:
+    """One line per relabelling (benchmarks/suite/relabel.py): which runs, from which name, what they
+    trained with, and why."""
+    moved: dict[tuple, list[str]] = {}
+    for r in doc["runs"]:
+        for rec in r.get("relabeled", []):
+            what = ", ".join(f"{k}={v}" for k, v in rec["trained_with"].items())
+            moved.setdefault((rec["from"], r["variant"], what, rec["why"]), []).append(f"{r['task']} seed {r['seed']}")
+    return [f"- {old + ' → ' + new if old != new else new + ' (name kept: its variant now sets this)'} "
+            f"({'; '.join(runs)}): trained with {what}; {why}" for (old, new, what, why), runs in moved.items()]
+
+
 def has_heatmap(doc: dict[str, Any]) -> bool:
     return bool(doc.get("multitask")) or any(len(g["last"]["per_task"]) > 1 for g in groups(doc))
 
@@ -181,11 +193,12 @@ def steps_text(steps: int | None) -> str:
 
 def asked_for(invocation: dict[str, Any], run: dict[str, Any]) -> bool:
     """Whether an invocation asked for this run: its policies and seeds are recorded, its tasks are the
-    command's tasks= (none: all)."""
+    command's tasks= (none: all); a relabelled run was asked for under its earlier name."""
     if not invocation.get("command"):
         return False
     asked = [a.partition("=")[2] for a in shlex.split(invocation["command"]) if a.startswith("tasks=")]
-    return (not asked or run["task"] in asked[-1].split(",")) and run["variant"] in invocation.get("policies", ()) \
+    names = {run["variant"], *(r["from"] for r in run.get("relabeled", []))}  # as it was asked for then
+    return (not asked or run["task"] in asked[-1].split(",")) and bool(names & set(invocation.get("policies", ()))) \
         and run["seed"] in invocation.get("seeds", ())
 
 
@@ -247,6 +260,9 @@ def render(doc: dict[str, Any], image_prefix: str = "", heading: str = "#") -> s
         parts += ["Targets per task (last EMA weights; the same targets whatever the budget):", "", *lines, ""]
     if lines := paired_lines(doc):
         parts += ["Paired comparisons (same evaluation seeds, last EMA weights):", "", *lines, ""]
+    if lines := relabel_lines(doc):
+        parts += ["Relabelled runs (named by the variant that trains as they did; their commands as run):", "",
+                  *lines, ""]
     parts += ["Protocol checks:", "", *check_lines(doc), "",
               "Produced by " + (", ".join(f"`{c}`" for c in commands) or "?") + f" at {', '.join(commits) or '?'}.",
               ""]

@@ -346,8 +346,9 @@ def test_command_line_errors(capsys) -> None:
         capsys.readouterr().err
     assert cli.main(["mt50-state", "rescore=maybe"]) == 2
     assert "rescore must be true or false, got 'maybe'" in capsys.readouterr().err
-    assert [v.name for v in SUITES["mt50-image"].select(["mode", "dit"])] == [
-        "mode", "mode-codebook", "mode-codebook-t0.1", "mode-linear", "dit"]
+    assert [v.name for v in SUITES["mt50-image"].select(["mode", "dit"])] == ["mode", "dit"]
+    assert [v.name for v in SUITES["mt50-image"].select(["mode-drawn", "dit"])] == [  # the codebook study's
+        "mode-drawn", "mode-codebook", "mode-codebook-t0.1", "mode-linear", "dit"]    # routing: drawn
 
 
 def test_every_suite_command_composes(tmp_path) -> None:
@@ -361,7 +362,7 @@ def test_every_suite_command_composes(tmp_path) -> None:
         for budget in suite.budgets:
             lines: list[str] = []
             out = tmp_path / f"{suite.name}-{budget}"
-            variants = ["mode", "dit", "dit-total", "cnn"]
+            variants = ["mode", "mode-drawn", "dit", "dit-total", "cnn"]
             SuiteRunner(suite, budget, variants, seeds=[0], out=out, dry_run=True, echo=lines.append).run()
             assert not out.exists()
             commands = [shlex.split(line[2:]) for line in lines if line.startswith("$ ")]
