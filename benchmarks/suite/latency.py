@@ -67,6 +67,9 @@ def stand_in(out: Path, result: dict[str, Any], echo=print) -> torch.nn.Module |
     if not (out / result["store"]["path"]).is_dir():
         echo(f"{key}: no checkpoint and no store {result['store']['path']} here to build a stand-in; {earlier}")
         return None
+    if not result["train"]["commands"]:  # its commands.jsonl was lost before its result was written
+        echo(f"{key}: no checkpoint and no recorded train command to build a stand-in from; {earlier}")
+        return None
     run_dir = out / "latency-stand-ins" / key.replace("/", "-")
     last = run_dir / "checkpoints" / "last.ckpt"
     if not last.is_file():

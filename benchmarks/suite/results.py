@@ -128,7 +128,8 @@ def groups(doc: dict[str, Any]) -> list[dict[str, Any]]:
             "latency_pass": latency_pass(runs[0]),
             "steps": runs[0]["train"]["steps"],
             # a run that recorded no training segment (its commands.jsonl was lost) has no known time
-            "train_wall_s": statistics.fmean([r["train"]["wall_s"] for r in runs if r["train"].get("segments") != 0] or [0.0]),
+            "train_wall_s": statistics.fmean([r["train"]["wall_s"] for r in runs
+                                              if r["train"].get("segments") != 0] or [0.0]),
             "codebook": codebook or None,
         })
     return out

@@ -120,6 +120,9 @@ def paired_lines(doc: dict[str, Any]) -> list[str]:
         (ref, ref_eps), *others = variants.items()
         for name, eps in others:
             both = sorted(ref_eps.keys() & eps.keys())
+            if not both:  # e.g. a row trained only at seeds the other lacks: nothing to pair
+                out.append(f"- {task}: {name} vs {ref}: no training seed in common, not paired")
+                continue
             only_ref = sum(ref_eps[k] and not eps[k] for k in both)
             only_other = sum(eps[k] and not ref_eps[k] for k in both)
             out.append(f"- {task}: {name} vs {ref} on {len(both)} paired episodes: {sum(eps[k] for k in both)} vs "

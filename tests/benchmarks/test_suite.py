@@ -485,6 +485,8 @@ def test_paired_comparison_matches_episodes_by_training_and_evaluation_seed() ->
     # seed 1 episode 12 has no dit outcome: 5 pairs; dit alone succeeds on 4 of them
     assert paired_lines(doc) == ["- t: dit vs mode on 5 paired episodes: 5 vs 1 successes; only dit 4, only mode 0; "
                                  "McNemar exact p = 0.125"]
+    doc["runs"].append(run("cnn", 2, [[10, 1]]))  # trained at a seed no other row has
+    assert paired_lines(doc)[-1] == "- t: cnn vs mode: no training seed in common, not paired"
 
 
 def test_protocol_check_compares_stores_per_training_seed() -> None:
