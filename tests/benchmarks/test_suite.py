@@ -603,3 +603,16 @@ def test_restored_runs_join_new_ones_in_one_table(suite_run, tmp_path) -> None:
     with pytest.raises(ValueError, match="not a suite results.json"):
         restore(out / "suite.json", tmp_path / "x")
     assert cli.main(["restore", str(tmp_path / "missing.json")]) == 2
+
+
+def test_a_restored_run_without_its_train_command_keeps_its_latency(tmp_path) -> None:
+    """No checkpoint and no recorded train command (its commands.jsonl was lost): no stand-in to time."""
+    from benchmarks.suite.latency import stand_in
+
+    (tmp_path / "datasets" / "s.zarr").mkdir(parents=True)
+    result = {"task": "t", "variant": "v", "seed": 0, "cost": {"latency_measured": "2026-01-01"},
+              "store": {"path": "datasets/s.zarr"}, "train": {"commands": []}}
+    said: list[str] = []
+    assert stand_in(tmp_path, result, said.append) is None
+    assert said == ["t/v/seed0: no checkpoint and no recorded train command to build a stand-in from; its earlier "
+                    "latency (2026-01-01) is kept"]
