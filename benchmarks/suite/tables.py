@@ -200,8 +200,10 @@ def asked_for(invocation: dict[str, Any], run: dict[str, Any]) -> bool:
     if not invocation.get("command"):
         return False
     asked = [a.partition("=")[2] for a in shlex.split(invocation["command"]) if a.startswith("tasks=")]
-    names = {run["variant"], *(r["from"] for r in run.get("relabeled", []))}  # as it was asked for then
-    return (not asked or run["task"] in asked[-1].split(",")) and bool(names & set(invocation.get("policies", ()))) \
+    # the run's name when the invocation was made: before a relabelling, the name it moved from
+    then = next((r["from"] for r in run.get("relabeled", []) if (invocation.get("time") or "") < r["time"]),
+                run["variant"])
+    return (not asked or run["task"] in asked[-1].split(",")) and then in invocation.get("policies", ()) \
         and run["seed"] in invocation.get("seeds", ())
 
 

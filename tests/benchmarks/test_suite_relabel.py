@@ -16,7 +16,7 @@ from benchmarks.suite.relabel import relabel
 from benchmarks.suite.restore import restore
 from benchmarks.suite.runner import SuiteRunner
 from benchmarks.suite.suites import VARIANTS, Variant, _mode, get_suite
-from benchmarks.suite.tables import paired_lines, producers, render
+from benchmarks.suite.tables import asked_for, paired_lines, producers, render
 
 SUITE, BUDGET = get_suite("robosuite-state"), "cpu"
 SQUARE = SUITE.select_tasks(["square"])[0]
@@ -84,6 +84,10 @@ def test_runs_move_to_the_variant_that_trains_as_they_did() -> None:
     table = render(doc)
     assert "- mode → mode-drawn (square seed 0): trained with policy.sample_routes=true; the default changed" in table
     assert len(producers(doc)) == 3  # each run still traced to the command that asked for it by its old name
+    topk = doc["runs"][0]  # asked for as mode-topk before its move, as mode after it
+    assert asked_for({"command": "c", "time": "2026-12-01T00:00:00", "policies": ["mode-topk"], "seeds": [0]}, topk)
+    assert not asked_for({"command": "c", "time": "2026-12-01T00:00:00", "policies": ["mode"], "seeds": [0]}, topk)
+    assert asked_for({"command": "c", "time": "9999", "policies": ["mode"], "seeds": [0]}, topk)
 
 
 def test_a_relabelled_run_restored_is_kept_by_the_runner(tmp_path) -> None:
