@@ -17,6 +17,8 @@ import torch
 from rollouts.plan import SHARED_NOISE
 
 REPO = Path(__file__).resolve().parents[2]
+# command-line arguments that only say where files go (they move with out=): not what decides a run's numbers
+PATH_ARGS = ("task.dataset=", "run_dir=", "resume=", "checkpoint=", "out=")
 
 
 def run_key(task: str, variant: str, seed: int) -> str:

@@ -31,13 +31,12 @@ from benchmarks.suite import records, resolved
 
 USAGE = ('usage: python -m benchmarks.suite relabel RESULTS_JSON OLD=NEW [OLD=NEW ...] then=KEY=VALUE '
          '[then=KEY=VALUE ...] why="..."')
-PATH_ARGS = ("task.dataset=", "run_dir=", "resume=")  # where files go: not part of what a run trained with
 
 
 def train_overrides(command: list[str]) -> list[str]:
     """The overrides after train.py in a train command, less the ones that only place files."""
     script = next(i for i, a in enumerate(command) if a.endswith("train.py"))
-    return [a for a in command[script + 1:] if not a.startswith(PATH_ARGS)]
+    return [a for a in command[script + 1:] if not a.startswith(records.PATH_ARGS)]
 
 
 def named(overrides: list[str]) -> dict[str, str]:

@@ -139,9 +139,8 @@ class SuiteRunner:
 
     def config_hash(self, task: SuiteTask, variant: Variant, seed: int) -> str:
         """What decides a run's numbers: its commands without the paths (which move with `out`)."""
-        paths = ("task.dataset=", "run_dir=", "checkpoint=", "out=")
-        train = [a for a in self.train_argv(task, variant, seed, Path("x"))[1:] if not a.startswith(paths)]
-        evals = [a for a in self.eval_argv(task, "x", Path("x"))[1:] if not a.startswith(paths)]
+        train = [a for a in self.train_argv(task, variant, seed, Path("x"))[1:] if not a.startswith(records.PATH_ARGS)]
+        evals = [a for a in self.eval_argv(task, "x", Path("x"))[1:] if not a.startswith(records.PATH_ARGS)]
         text = json.dumps({"train": train, "eval": evals, "store": [*task.generate, task.demos(self.budget)]})
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
