@@ -97,3 +97,24 @@ def heatmap_plot(doc: dict[str, Any], path: Path, which: str = "last") -> Path:
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def summary_plot(rows: list[dict[str, Any]], policies: tuple[str, ...], titles: dict[str, str], path: Path) -> Path:
+    """The README's picture: one group per (suite task), one bar per policy, Wilson 95% intervals."""
+    plt = _pyplot()
+    width = 0.8 / max(1, len(policies))
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.4 * len(rows) + 1.5), 3.2), dpi=120)
+    for j, p in enumerate(policies):
+        xs = [i + (j - (len(policies) - 1) / 2) * width for i in range(len(rows))]
+        rates = [r["cells"][p]["success_rate"] for r in rows]
+        err = [[max(0.0, r["cells"][p]["success_rate"] - r["cells"][p]["success_ci95"][0]) for r in rows],
+               [max(0.0, r["cells"][p]["success_ci95"][1] - r["cells"][p]["success_rate"]) for r in rows]]
+        ax.bar(xs, rates, width=width * 0.95, yerr=err, capsize=2, label=titles.get(p, p))
+    ax.set_xticks(range(len(rows)), [r["task"] for r in rows])
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("success (Wilson 95% CI)")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path

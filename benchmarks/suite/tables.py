@@ -105,10 +105,10 @@ def target_lines(doc: dict[str, Any]) -> list[str]:
     return out
 
 
-def paired_lines(doc: dict[str, Any]) -> list[str]:
+def paired_counts(doc: dict[str, Any]) -> list[dict[str, Any]]:
     """Every policy of a task against the task's first one (MoDE in the standard order), episode by
     episode on the evaluation seeds both ran (last EMA weights, training seeds matched): the successes
-    only one of them had, and the exact McNemar p-value of that split."""
+    only one of them had, and the exact McNemar p-value of that split (None: no training seed in common)."""
     out = []
     by_task: dict[str, dict[str, dict[tuple[int, int], int]]] = {}
     for r in doc["runs"]:
@@ -120,14 +120,25 @@ def paired_lines(doc: dict[str, Any]) -> list[str]:
         (ref, ref_eps), *others = variants.items()
         for name, eps in others:
             both = sorted(ref_eps.keys() & eps.keys())
-            if not both:  # e.g. a row trained only at seeds the other lacks: nothing to pair
-                out.append(f"- {task}: {name} vs {ref}: no training seed in common, not paired")
-                continue
             only_ref = sum(ref_eps[k] and not eps[k] for k in both)
             only_other = sum(eps[k] and not ref_eps[k] for k in both)
-            out.append(f"- {task}: {name} vs {ref} on {len(both)} paired episodes: {sum(eps[k] for k in both)} vs "
-                       f"{sum(ref_eps[k] for k in both)} successes; only {name} {only_other}, only {ref} "
-                       f"{only_ref}; McNemar exact p = {mcnemar_exact(only_other, only_ref):.3g}")
+            out.append({"task": task, "name": name, "ref": ref, "n": len(both),
+                        "successes": sum(eps[k] for k in both), "ref_successes": sum(ref_eps[k] for k in both),
+                        "only": only_other, "only_ref": only_ref,
+                        "p": mcnemar_exact(only_other, only_ref) if both else None})
+    return out
+
+
+def paired_lines(doc: dict[str, Any]) -> list[str]:
+    out = []
+    for c in paired_counts(doc):
+        task, name, ref = c["task"], c["name"], c["ref"]
+        if not c["n"]:  # e.g. a row trained only at seeds the other lacks: nothing to pair
+            out.append(f"- {task}: {name} vs {ref}: no training seed in common, not paired")
+            continue
+        out.append(f"- {task}: {name} vs {ref} on {c['n']} paired episodes: {c['successes']} vs "
+                   f"{c['ref_successes']} successes; only {name} {c['only']}, only {ref} "
+                   f"{c['only_ref']}; McNemar exact p = {c['p']:.3g}")
     return out
 
 
@@ -233,8 +244,15 @@ def passes_text(doc: dict[str, Any]) -> str:
     return f", in {len(passes)} passes ({named}): compare latencies within one pass"
 
 
-def render(doc: dict[str, Any], image_prefix: str = "", heading: str = "#") -> str:
-    """table.md (or, with another prefix and heading level, the README block) for one suite."""
+def folded(summary: str, lines: list[str]) -> list[str]:
+    """Lines inside a closed <details> block (the blank lines let the code host render Markdown inside)."""
+    return [f"<details><summary>{summary}</summary>", "", *lines, "", "</details>", ""]
+
+
+def render(doc: dict[str, Any], image_prefix: str = "", heading: str = "#", fold: bool = False) -> str:
+    """table.md (or, with another prefix and heading level, a block of docs/results.md) for one suite.
+    fold=True closes the per-task table and the provenance (relabellings, protocol checks, producing
+    commands) into <details> blocks, so a page of several suites stays scannable."""
     spec = doc.get("budget_spec", {})
     def commit(rec: dict[str, Any]) -> str:
         return f"{(rec.get('git_commit') or '?')[:10]}{' (dirty)' if rec.get('git_dirty') else ''}"
@@ -258,19 +276,23 @@ def render(doc: dict[str, Any], image_prefix: str = "", heading: str = "#") -> s
     if has_heatmap(doc):
         parts += [f"![success per task]({image_prefix}heatmap.png)", ""]
     if lines := per_task_lines(doc):
-        parts += ["Success per env task (last EMA weights, pooled over seeds):", "", *lines, ""]
+        title = "Success per env task (last EMA weights, pooled over seeds)"
+        parts += folded(title, lines) if fold else [f"{title}:", "", *lines, ""]
     if lines := codebook_lines(doc):
         parts += ["Codebook usage (training logs):", "", *lines, ""]
     if lines := target_lines(doc):
         parts += ["Targets per task (last EMA weights; the same targets whatever the budget):", "", *lines, ""]
     if lines := paired_lines(doc):
         parts += ["Paired comparisons (same evaluation seeds, last EMA weights):", "", *lines, ""]
+    provenance = []
     if lines := relabel_lines(doc):
-        parts += ["Relabelled runs (named by the variant that trains as they did; their commands as run):", "",
-                  *lines, ""]
-    parts += ["Protocol checks:", "", *check_lines(doc), "",
-              "Produced by " + (", ".join(f"`{c}`" for c in commands) or "?") + f" at {', '.join(commits) or '?'}.",
-              ""]
+        provenance += ["Relabelled runs (named by the variant that trains as they did; their commands as run):",
+                       "", *lines, ""]
+    provenance += ["Protocol checks:", "", *check_lines(doc), "",
+                   "Produced by " + (", ".join(f"`{c}`" for c in commands) or "?")
+                   + f" at {', '.join(commits) or '?'}.", ""]
+    parts += folded("Provenance: relabelled runs, protocol checks, producing commands", provenance[:-1]) \
+        if fold else provenance
     return "\n".join(parts)
 
 

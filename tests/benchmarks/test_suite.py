@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from benchmarks.suite import __main__ as cli
+from benchmarks.suite.pages import summary_rows
 from benchmarks.suite.plots import heatmap_matrix
 from benchmarks.suite.processes import run_subprocess, shown
 from benchmarks.suite.records import load_checkpoint
@@ -187,23 +188,44 @@ def test_table_and_plots(suite_run, tmp_path, capsys) -> None:
     committed = tmp_path / "committed"
     committed.mkdir()
     shutil.copy(out / "results.json", committed / "results.json")
-    readme = tmp_path / "README.md"
+    readme, page = tmp_path / "README.md", tmp_path / "docs" / "results.md"
     # the markers named in the prose (as this README does) are not the block
     readme.write_text(f"# x\nsee `{cli.BEGIN}` and `{cli.END}`\n{cli.BEGIN}\nold\n{cli.END}\ntail\n")
-    assert cli.main(["report", str(committed), "--markdown", "--readme", str(readme)]) == 0
+    assert cli.main(["report", str(committed), "--markdown", "--results", str(page)]) == 0
     for name in ("table.md", "success.png", "heatmap.png"):
         assert (committed / name).is_file()
     assert (committed / "success.png").read_bytes()[:4] == b"\x89PNG"
     assert parse_table((committed / "table.md").read_text()) == rows
     printed = capsys.readouterr().out
-    assert "### tiny (budget=smoke)" in printed and "| one | mode | 1.00 [0.51, 1.00] |" in printed
+    assert "## tiny (budget=smoke)" in printed and "| one | mode | 1.00 [0.51, 1.00] |" in printed
+    # the results page: every table, the per-task table and the provenance folded, images relative to it
+    full = page.read_text()
+    assert full.startswith("# Results") and "python -m benchmarks.suite report" in full
+    assert "| one | mode | 1.00 [0.51, 1.00] |" in full and "](../committed/success.png)" in full
+    assert "<details><summary>Success per env task" in full and "<summary>Provenance" in full
+    assert full.index("<summary>Provenance") < full.index("Protocol checks:")
+    # the README gets only the summary: rows where MoDE, DiT and CNN all ran at budget=cpu
+    assert cli.main(["report", str(committed), "--results", str(page), "--readme", str(readme)]) == 2
+    assert "nothing to summarise" in capsys.readouterr().err and "old" in readme.read_text()
+    assert summary_rows([{**doc, "budget": "cpu"}]) == []  # no cnn row
+    three = {**doc, "budget": "cpu", "runs": doc["runs"] + [{**r, "variant": "cnn"} for r in doc["runs"]
+                                                             if r["variant"] == "dit"]}
+    rows3 = summary_rows([three])
+    assert [r["task"] for r in rows3] == ["one", "two"] and set(rows3[0]["cells"]) == {"mode", "dit", "cnn"}
+    (committed / "results.json").write_text(json.dumps(three))
+    assert cli.main(["report", str(committed), "--results", str(page), "--readme", str(readme)]) == 0
     text = readme.read_text()
-    assert "old" not in text and text.endswith(f"{cli.END}\ntail\n") and "(committed/success.png)" in text
-    assert text.startswith(f"# x\nsee `{cli.BEGIN}` and `{cli.END}`\n{cli.BEGIN}\n### tiny")
+    assert "old" not in text and text.endswith(f"{cli.END}\ntail\n")
+    assert text.startswith(f"# x\nsee `{cli.BEGIN}` and `{cli.END}`\n{cli.BEGIN}\n![success per task and policy]"
+                           "(docs/img/results-summary.png)")
+    assert "| one (tiny) | 1.00 (4/4) | 1.00 (4/4) | 1.00 (4/4) | p = 1 | p = 1 |" in text
+    assert "[docs/results.md](docs/results.md)" in text and "| one | mode |" not in text
+    assert (tmp_path / "docs" / "img" / "results-summary.png").read_bytes()[:4] == b"\x89PNG"
     readme.write_text(f"no markers, only `{cli.BEGIN}` in the prose\n")
-    assert cli.main(["report", str(committed), "--readme", str(readme)]) == 2
+    assert cli.main(["report", str(committed), "--results", str(page), "--readme", str(readme)]) == 2
     assert "needs one <!-- suite-results:begin --> line" in capsys.readouterr().err
-
+    assert cli.main(["report", str(committed), "--readme", str(readme)]) == 2  # the summary links the page
+    assert "give --results docs/results.md too" in capsys.readouterr().err
 
 def test_second_invocation_redoes_nothing(suite_run) -> None:
     out, doc, _ = suite_run
