@@ -71,3 +71,13 @@ def compose_train_config(overrides: list[str]) -> dict[str, Any]:
     with initialize_config_dir(config_dir=str(CONF_POLICY.parent), version_base="1.3"):
         cfg = compose(config_name="config", overrides=list(overrides))
     return OmegaConf.to_container(cfg, resolve=True)
+
+
+def compose_eval_config(overrides: list[str]) -> dict[str, Any]:
+    """The resolved config `python eval_rollouts.py *overrides` runs with (conf/eval.yaml composed as its main
+    does), for tools that check an evaluation command without running it."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_POLICY.parent), version_base="1.3"):
+        cfg = compose(config_name="eval", overrides=list(overrides))
+    return OmegaConf.to_container(cfg, resolve=True)
