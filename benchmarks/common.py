@@ -1,4 +1,4 @@
-"""What every benchmark shares: the JSON-line record format of DESIGN.md and a median timer."""
+"""What every benchmark shares: the JSON-line record format of docs/architecture.md and a median timer."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ active params, the CNN (default size), and the original MoDE transformer with it
 Sizes: default = the CPU preset (width 128, 4 layers, 4 experts of hidden 256, top-2); small = width 256,
 4 layers, 4 experts of hidden 1024 (4 x width, the original's), router hidden 512; paper =
 conf/policy/mode_paper.yaml (width 1024, 12 layers; batch 1 only on the CPU unless --batches says).
-Per case and batch (JSON lines, DESIGN.md): `latency_ms` (median of interleaved rounds, so that load
+Per case and batch (JSON lines, docs/architecture.md): `latency_ms` (median of interleaved rounds, so that load
 from other processes hits every case alike), `flops_per_chunk` (FlopCounterMode), `gemm_fraction` (the
 chunk's FLOP rate over a plain (B*tokens x d)@(d x 2h) GEMM's in the same precision, timed in the same
 rounds: the compute limit), `mem_bw_fraction` (block weight bytes read per chunk / latency over a large

@@ -1,4 +1,4 @@
-"""Speed of the MoE expert MLP paths, one JSON object per line (format: shared DESIGN.md).
+"""Speed of the MoE expert MLP paths, one JSON object per line (format: docs/architecture.md).
 
 Training (forward + backward for x, w13, w2, routing weights): Triton (CUDA only) vs the per-expert
 loop vs torch._grouped_mm vs the dense all-experts GEMM. Cached inference (one routing for M rows):

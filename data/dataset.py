@@ -1,4 +1,4 @@
-"""Torch Dataset over a demo store, yielding the batch of DESIGN.md
+"""Torch Dataset over a demo store, yielding the batch of docs/architecture.md
 (the Lightning DataModule around it is training/datamodule.py).
 
     {"obs": {key: [B, To, ...]}, "action": [B, T, Da], "action_is_pad": [B, T], "task": [B], "goal": {}}

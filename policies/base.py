@@ -45,7 +45,7 @@ class Policy(nn.Module):
 
     # --- the interface -------------------------------------------------------------------
     def compute_loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """batch as in DESIGN.md -> (scalar loss, metrics). Metrics stay tensors (no host sync)."""
+        """batch as in docs/architecture.md -> (scalar loss, metrics). Metrics stay tensors (no host sync)."""
         raise NotImplementedError
 
     def predict_action(self, obs: dict[str, torch.Tensor], goal: dict[str, torch.Tensor]) -> torch.Tensor:
