@@ -36,6 +36,9 @@ DEFAULTS: dict[str, Any] = {
     "noise": 0.0, "keep_failed": False, "image_size": 84, "horizon": None,
 }
 MAX_ATTEMPTS_FACTOR = 3  # give up on a task after this many tries per wanted episode (+10)
+# A worker silent this long on one episode (a few seconds to a minute normally) is hung: it is killed and
+# its episode fails, like an expert's failed try.
+EPISODE_TIMEOUT_S = 600.0
 
 # --- worker side (runs in spawned processes, or in this one with workers=0) -----------------
 _CACHE: dict[str, Any] = {}
@@ -136,12 +139,18 @@ def _plan(store: DemoStore | None, counts: list[int], seed: int, attempted: list
     return jobs
 
 
+def _lost_episode(args: tuple, message: str) -> dict[str, Any]:
+    """The result of an episode whose worker died or hung: a failed try (the next seed fills in)."""
+    return {"lost": message, "success": False, "seed": args[1]}
+
+
 def _results(jobs, specs, noise, workers, states=False) -> Iterator[tuple[int, dict]]:
     args = [(specs[i], s, noise, states) for i, s in jobs]
     if workers == 0:
         results: Iterator[dict] = map(_job, args)
     else:  # env processes as for rollouts (envs/processes.py): spawned, single-threaded, deaf to Ctrl-C
-        results = map_in_processes(_job, args, workers, describe=lambda a: f"{a[0].get('task')} seed {a[1]}")
+        results = map_in_processes(_job, args, workers, describe=lambda a: f"{a[0].get('task')} seed {a[1]}",
+                                   timeout_s=EPISODE_TIMEOUT_S, on_lost=_lost_episode)
     for (i, _), result in zip(jobs, results):
         yield i, result
 
@@ -186,6 +195,10 @@ def generate(task: str, n_episodes: int, out: str, images: bool = False, workers
                 if max(tried, default=seed) >= EVAL_SEED_START:
                     raise RuntimeError("demonstration seeds ran into the evaluation range; lower seed")
             for i, result in _results(jobs, specs, noise, workers, record_states):
+                if "lost" in result:
+                    print(f"warning: {result['lost']}; that episode is dropped and another seed tried",
+                          file=sys.stderr)
+                    continue
                 if not (result["success"] or keep_failed):
                     continue
                 if store is None:
