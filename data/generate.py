@@ -28,6 +28,7 @@ import numpy as np
 from data.cli_args import parse_bool
 from data.store import DemoStore, StoreError
 from envs.processes import map_in_processes
+from envs.progress import EpisodeProgress
 from envs.registry import resolve_tasks
 from envs.seeds import EVAL_SEED_START  # rollout evaluation seeds start here; demonstrations stay below
 
@@ -185,7 +186,7 @@ def generate(task: str, n_episodes: int, out: str, images: bool = False, workers
               "keep_failed": keep_failed}
     counts = _per_task_counts(n_episodes, len(tasks))
     attempted: list[set[int]] = [set() for _ in tasks]
-    bar = _progress_bar(sum(counts) - (store.n_episodes if store else 0), progress, task)
+    bar = EpisodeProgress(sum(counts), f"demos {task}", enabled=progress, done=store.n_episodes if store else 0)
     try:
         while jobs := _plan(store, counts, seed, attempted):
             for i, tried in enumerate(attempted):
@@ -215,7 +216,7 @@ def generate(task: str, n_episodes: int, out: str, images: bool = False, workers
                         "Every task of a multi-task store needs the same observation keys and shapes "
                         "(robosuite tasks differ in object-state; Meta-World tasks all match)"
                     ) from None
-                bar.update(1)
+                bar.update(success=result["success"])
     except KeyboardInterrupt:
         n = store.n_episodes if store else 0
         print(f"\ninterrupted: {out} keeps {n} complete episodes; re-run to top it up", file=sys.stderr)
@@ -223,22 +224,6 @@ def generate(task: str, n_episodes: int, out: str, images: bool = False, workers
     finally:
         bar.close()
     return DemoStore.open(out, mode="r")
-
-
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _progress_bar(total: int, enabled: bool, task: str):
-    if not enabled or total <= 0:
-        return _NoBar()
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=f"demos {task}", unit="ep", dynamic_ncols=True)
 
 
 # --- command line ------------------------------------------------------------------------
