@@ -17,7 +17,7 @@ $(PY):
 # torch goes first, pinned to the CPU build: anything that pulls torch in unpinned would fetch a
 # multi-GB CUDA build instead.
 $(STAMP): pyproject.toml | $(PY)
-	@bash scripts/ensure_osmesa.sh
+	@bash scripts/ensure_headless_gl.sh
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[dev]"

@@ -1,6 +1,7 @@
 """Export a demo store for other frameworks.
 
     python -m data.export STORE out=FILE format=robomimic|lerobot [task=NAME] [next_obs=true]
+    python -m data.export STORE out=DIR format=lerobot [video_codec=libx264rgb] [fps=20] [robot_type=NAME]
 
 format=robomimic writes robomimic's HDF5 layout, readable by its SequenceDataset loader:
     data/demo_<i>/{actions, obs/<key>, next_obs/<key>, states, rewards, dones}, attrs num_samples
@@ -13,7 +14,9 @@ format=robomimic writes robomimic's HDF5 layout, readable by its SequenceDataset
     entry repeating the last observation (the store keeps no observation after the final action).
     No mask/ is written. The store's own task list is kept in data.attrs["mode_il"], so converting the
     file back (python -m data.convert FILE out=...) reproduces every array and task exactly.
-format=lerobot writes a LeRobot v3.0 directory (data/export_lerobot.py).
+format=lerobot writes a LeRobot v3.0 directory (data/export_lerobot.py): video_codec libx264rgb (the
+default, lossless), libsvtav1 (LeRobot's own AV1) or libx264 (both lossy); fps (default 20); robot_type
+(default: the robot the env spec names).
 The output is written beside its final name and renamed into place, and never replaces a file.
 """
 
@@ -152,36 +155,55 @@ def _write_demo(g, ep: dict[str, np.ndarray], obs_keys: list[str], renames: dict
     return length
 
 
+# The key=value options of each format (besides out= and format=), as the command line takes them.
+FORMAT_OPTIONS = {"robomimic": ("task", "next_obs"), "lerobot": ("video_codec", "fps", "robot_type")}
+USAGE = ("usage: python -m data.export STORE out=FILE format=robomimic|lerobot "
+         "[robomimic: task=NAME next_obs=true] [lerobot: video_codec=libx264rgb|libsvtav1|libx264 fps=20 "
+         "robot_type=NAME]")
+
+
 def export(store_path: str, out: str, format: str, **options: Any) -> str:
+    if format not in FORMAT_OPTIONS:
+        raise ExportError(f"format must be robomimic or lerobot, got {format!r}")
+    wrong = sorted(set(options) - set(FORMAT_OPTIONS[format]))
+    if wrong:
+        raise ExportError(f"format={format} takes the options {', '.join(FORMAT_OPTIONS[format])}, not {wrong}")
     if format == "robomimic":
         return export_robomimic(store_path, out, **options)
-    if format == "lerobot":
-        if options:
-            raise ExportError(f"format=lerobot takes no options {sorted(options)}")
-        if importlib.util.find_spec("data.export_lerobot") is None:
-            raise ExportError("LeRobot export lives in data/export_lerobot.py, which this installation lacks")
-        from data.export_lerobot import export_lerobot
+    if importlib.util.find_spec("data.export_lerobot") is None:
+        raise ExportError("LeRobot export lives in data/export_lerobot.py, which this installation lacks")
+    from data.export_lerobot import export_lerobot
 
-        export_lerobot(store_path, out)
-        return out
-    raise ExportError(f"format must be robomimic or lerobot, got {format!r}")
+    export_lerobot(store_path, out, **options)
+    return out
+
+
+def _typed(args: dict[str, str]) -> dict[str, Any]:
+    """Command-line texts -> export() values (a ValueError naming the key for a bad one)."""
+    typed: dict[str, Any] = dict(args)
+    if "next_obs" in args:
+        typed["next_obs"] = parse_bool("next_obs", args["next_obs"])
+    if "fps" in args:
+        try:
+            typed["fps"] = int(args["fps"])
+        except ValueError:
+            raise ValueError(f"fps must be a positive integer, got {args['fps']!r}") from None
+    return typed
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    usage = "usage: python -m data.export STORE out=FILE format=robomimic|lerobot [task=NAME] [next_obs=true]"
     if not argv or argv[0] in ("-h", "--help"):
-        print(usage, file=sys.stderr)
+        print(USAGE, file=sys.stderr)
         return 2
+    known = ("out", "format", *{k for keys in FORMAT_OPTIONS.values() for k in keys})
     try:
-        args: dict[str, Any] = key_values(argv[1:], ("out", "format", "task", "next_obs"), usage)
-        if "next_obs" in args:
-            args["next_obs"] = parse_bool("next_obs", args["next_obs"])
+        args = _typed(key_values(argv[1:], known, USAGE))
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if "out" not in args or "format" not in args:
-        print(f"error: out= and format= are required; {usage}", file=sys.stderr)
+        print(f"error: out= and format= are required; {USAGE}", file=sys.stderr)
         return 2
     try:
         out = export(argv[0], args.pop("out"), args.pop("format"), **args)

@@ -2,8 +2,10 @@
 
     out/meta/info.json                           codebase_version v3.0, features, fps, path templates
     out/meta/tasks.parquet                       task_index + task string (pandas index "task")
-    out/meta/episodes/chunk-000/file-000.parquet one row per episode: length, tasks, data/video spans
-    out/meta/stats.json                          min/max/mean/std/count per feature (images in [0, 1])
+    out/meta/episodes/chunk-000/file-000.parquet one row per episode: length, tasks, data/video spans,
+                                                 the episode's stats (columns stats/<feature>/<stat>)
+    out/meta/stats.json                          min/max/mean/std/count/q01/q10/q50/q90/q99 per feature
+                                                 (images per channel in [0, 1]; data/export_lerobot_stats.py)
     out/meta/mode_il.json                        what LeRobot has no place for (below)
     out/data/chunk-000/file-000.parquet          observation.state, action, timestamp, frame_index,
                                                  episode_index, index, task_index (one row per step)
@@ -37,11 +39,13 @@ import pyarrow.parquet as pq
 from data.convert.lerobot_meta import SIDECAR
 from data.convert.lerobot_video import VIDEO_CODECS, VideoWriter
 from data.export import ExportError  # one error class for both exports (python -m data.export prints it)
+from data.export_lerobot_stats import ImageStats, LowDimStats
 from data.store import FORMAT, DemoStore, is_image_key
 
 DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
 EPISODES_FILE = "meta/episodes/chunk-000/file-000.parquet"
+INDEX_COLUMNS = ("timestamp", "frame_index", "episode_index", "index", "task_index")  # LeRobot's own columns
 _STORE_ATTRS = ("format", "format_version", "tasks", "action_space")  # kept elsewhere in the sidecar
 
 
@@ -67,28 +71,6 @@ def _flat(values: np.ndarray) -> pa.Array:
     n = len(values)
     flat = np.ascontiguousarray(values).reshape(n, -1)
     return pa.FixedSizeListArray.from_arrays(pa.array(flat.ravel()), flat.shape[1])
-
-
-class _Stats:
-    """Running min/max/sum/sum of squares over rows (per channel for images)."""
-
-    def __init__(self) -> None:
-        self.n, self.lo, self.hi, self.s, self.ss = 0, None, None, 0.0, 0.0
-
-    def add(self, x: np.ndarray, image: bool = False) -> None:
-        x = (x.reshape(-1, 3) / 255.0) if image else x.reshape(len(x), -1).astype(np.float64)
-        lo, hi = x.min(0), x.max(0)
-        self.lo = lo if self.lo is None else np.minimum(self.lo, lo)
-        self.hi = hi if self.hi is None else np.maximum(self.hi, hi)
-        self.s, self.ss, self.n = self.s + x.sum(0), self.ss + (x * x).sum(0), self.n + len(x)
-
-    def to_json(self, count: int, image: bool = False) -> dict[str, Any]:
-        mean = self.s / self.n
-        std = np.sqrt(np.maximum(self.ss / self.n - mean * mean, 0.0))
-        shape = (3, 1, 1) if image else (-1,)
-        out = {k: np.asarray(v).reshape(shape).tolist() for k, v in
-               (("min", self.lo), ("max", self.hi), ("mean", mean), ("std", std))}
-        return {**out, "count": [int(count)]}
 
 
 def _tasks_table(store: DemoStore) -> pa.Table:
@@ -141,9 +123,10 @@ def _write(store: DemoStore, root: Path, fps: int, codec: str, robot_type: str |
     cameras = {k: f for k, f in features.items() if f.startswith("observation.images.")}
     columns = {k: f for k, f in features.items() if k not in cameras}
     ends, tasks = store.episode_ends, store.episode_task
-    stats: dict[str, _Stats] = {f: _Stats() for f in [*columns.values(), *cameras.values()]}
+    stats: dict[str, LowDimStats | ImageStats] = {f: LowDimStats() for f in [*columns.values(), *INDEX_COLUMNS]}
+    stats.update({f: ImageStats() for f in cameras.values()})
     if layout:
-        stats["observation.state"] = _Stats()
+        stats["observation.state"] = LowDimStats()
     (root / "data/chunk-000").mkdir(parents=True)
     source = {k: store.array(k) for k in store.keys}  # one zarr lookup per key, not one per episode
     writer, videos, episodes = None, {}, []
@@ -152,18 +135,18 @@ def _write(store: DemoStore, root: Path, fps: int, codec: str, robot_type: str |
             start, stop = int(ends[e - 1]) if e else 0, int(ends[e])
             ep = {k: np.asarray(a[start:stop]) for k, a in source.items()}
             n = stop - start
-            cols: dict[str, pa.Array] = {}
+            values: dict[str, np.ndarray] = {}  # LeRobot feature -> this episode's rows
             if layout:
-                state = np.concatenate([ep[k].reshape(n, -1) for k, _ in layout], axis=1).astype(np.float32)
-                cols["observation.state"] = _flat(state)
-                stats["observation.state"].add(state)
-            for key, feat in columns.items():
-                cols[feat] = _flat(ep[key])
-                stats[feat].add(ep[key])
+                values["observation.state"] = np.concatenate([ep[k].reshape(n, -1) for k, _ in layout],
+                                                             axis=1).astype(np.float32)
+            values.update({feat: ep[key] for key, feat in columns.items()})
             frame = np.arange(n, dtype=np.int64)
-            cols.update({"timestamp": pa.array((frame / fps).astype(np.float32)), "frame_index": pa.array(frame),
-                         "episode_index": pa.array(np.full(n, e, np.int64)), "index": pa.array(start + frame),
-                         "task_index": pa.array(np.full(n, int(tasks[e]), np.int64))})
+            index_values = {"timestamp": (frame / fps).astype(np.float32), "frame_index": frame,
+                            "episode_index": np.full(n, e, np.int64), "index": start + frame,
+                            "task_index": np.full(n, int(tasks[e]), np.int64)}
+            ep_stats = {f: stats[f].add(v) for f, v in {**values, **index_values}.items()}
+            cols = {f: _flat(v) for f, v in values.items()}
+            cols.update({f: pa.array(v) for f, v in index_values.items()})
             table = pa.table(cols)
             if writer is None:
                 writer = pq.ParquetWriter(root / DATA_PATH.format(chunk_index=0, file_index=0), table.schema)
@@ -179,7 +162,8 @@ def _write(store: DemoStore, root: Path, fps: int, codec: str, robot_type: str |
                             f"videos/{feat}/from_timestamp": videos[feat].n_frames / fps,
                             f"videos/{feat}/to_timestamp": (videos[feat].n_frames + n) / fps})
                 videos[feat].write(frames)
-                stats[feat].add(frames, image=True)
+                ep_stats[feat] = stats[feat].add(frames)
+            row.update({f"stats/{feat}/{k}": v for feat, s in ep_stats.items() for k, v in s.items()})
             row.update({"meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0})
             episodes.append(row)
     finally:
@@ -195,9 +179,7 @@ def _write(store: DemoStore, root: Path, fps: int, codec: str, robot_type: str |
     pq.write_table(task_table, root / "meta/tasks.parquet")
     info = _info(store, features, layout, cameras, video_info, fps, robot_type, len(texts))
     (root / "meta/info.json").write_text(json.dumps(info, indent=4))
-    image_feats = set(cameras.values())
-    (root / "meta/stats.json").write_text(json.dumps(
-        {f: s.to_json(store.n_steps, f in image_feats) for f, s in stats.items()}, indent=4))
+    (root / "meta/stats.json").write_text(json.dumps({f: s.total() for f, s in stats.items()}, indent=4))
     (root / SIDECAR).write_text(json.dumps({
         "format": FORMAT, "store_format_version": store.attrs.get("format_version"), "tasks": store.tasks,
         "action_space": store.action_space, "attrs": {k: v for k, v in store.attrs.items() if k not in _STORE_ATTRS},
@@ -220,9 +202,8 @@ def _info(store: DemoStore, features: dict[str, str], layout: list, cameras: dic
                                     False, "video.fps": fps, "video.channels": c, "has_audio": False}}
         else:
             feats[feat] = {"dtype": str(np.dtype(arr.dtype)), "shape": list(arr.shape[1:]), "names": None}
-    for name, dtype in (("timestamp", "float32"), ("frame_index", "int64"), ("episode_index", "int64"),
-                        ("index", "int64"), ("task_index", "int64")):
-        feats[name] = {"dtype": dtype, "shape": [1], "names": None}
+    for name in INDEX_COLUMNS:
+        feats[name] = {"dtype": "float32" if name == "timestamp" else "int64", "shape": [1], "names": None}
     specs = [t.get("env_spec") or {} for t in store.tasks]
     robot = robot_type or next((s.get("robot") for s in specs if s.get("robot")), None) or "unknown"
     return {"codebase_version": "v3.0", "robot_type": robot, "total_episodes": store.n_episodes,

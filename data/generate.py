@@ -28,6 +28,7 @@ import numpy as np
 from data.cli_args import parse_bool
 from data.store import DemoStore, StoreError
 from envs.processes import map_in_processes
+from envs.progress import EpisodeProgress
 from envs.registry import resolve_tasks
 from envs.seeds import EVAL_SEED_START  # rollout evaluation seeds start here; demonstrations stay below
 
@@ -36,6 +37,9 @@ DEFAULTS: dict[str, Any] = {
     "noise": 0.0, "keep_failed": False, "image_size": 84, "horizon": None,
 }
 MAX_ATTEMPTS_FACTOR = 3  # give up on a task after this many tries per wanted episode (+10)
+# A worker silent this long on one episode (a few seconds to a minute normally) is hung: it is killed and
+# its episode fails, like an expert's failed try.
+EPISODE_TIMEOUT_S = 600.0
 
 # --- worker side (runs in spawned processes, or in this one with workers=0) -----------------
 _CACHE: dict[str, Any] = {}
@@ -136,12 +140,18 @@ def _plan(store: DemoStore | None, counts: list[int], seed: int, attempted: list
     return jobs
 
 
+def _lost_episode(args: tuple, message: str) -> dict[str, Any]:
+    """The result of an episode whose worker died or hung: a failed try (the next seed fills in)."""
+    return {"lost": message, "success": False, "seed": args[1]}
+
+
 def _results(jobs, specs, noise, workers, states=False) -> Iterator[tuple[int, dict]]:
     args = [(specs[i], s, noise, states) for i, s in jobs]
     if workers == 0:
         results: Iterator[dict] = map(_job, args)
     else:  # env processes as for rollouts (envs/processes.py): spawned, single-threaded, deaf to Ctrl-C
-        results = map_in_processes(_job, args, workers, describe=lambda a: f"{a[0].get('task')} seed {a[1]}")
+        results = map_in_processes(_job, args, workers, describe=lambda a: f"{a[0].get('task')} seed {a[1]}",
+                                   timeout_s=EPISODE_TIMEOUT_S, on_lost=_lost_episode)
     for (i, _), result in zip(jobs, results):
         yield i, result
 
@@ -176,7 +186,7 @@ def generate(task: str, n_episodes: int, out: str, images: bool = False, workers
               "keep_failed": keep_failed}
     counts = _per_task_counts(n_episodes, len(tasks))
     attempted: list[set[int]] = [set() for _ in tasks]
-    bar = _progress_bar(sum(counts) - (store.n_episodes if store else 0), progress, task)
+    bar = EpisodeProgress(sum(counts), f"demos {task}", enabled=progress, done=store.n_episodes if store else 0)
     try:
         while jobs := _plan(store, counts, seed, attempted):
             for i, tried in enumerate(attempted):
@@ -186,6 +196,10 @@ def generate(task: str, n_episodes: int, out: str, images: bool = False, workers
                 if max(tried, default=seed) >= EVAL_SEED_START:
                     raise RuntimeError("demonstration seeds ran into the evaluation range; lower seed")
             for i, result in _results(jobs, specs, noise, workers, record_states):
+                if "lost" in result:
+                    print(f"warning: {result['lost']}; that episode is dropped and another seed tried",
+                          file=sys.stderr)
+                    continue
                 if not (result["success"] or keep_failed):
                     continue
                 if store is None:
@@ -202,7 +216,7 @@ def generate(task: str, n_episodes: int, out: str, images: bool = False, workers
                         "Every task of a multi-task store needs the same observation keys and shapes "
                         "(robosuite tasks differ in object-state; Meta-World tasks all match)"
                     ) from None
-                bar.update(1)
+                bar.update(success=result["success"])
     except KeyboardInterrupt:
         n = store.n_episodes if store else 0
         print(f"\ninterrupted: {out} keeps {n} complete episodes; re-run to top it up", file=sys.stderr)
@@ -210,22 +224,6 @@ def generate(task: str, n_episodes: int, out: str, images: bool = False, workers
     finally:
         bar.close()
     return DemoStore.open(out, mode="r")
-
-
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _progress_bar(total: int, enabled: bool, task: str):
-    if not enabled or total <= 0:
-        return _NoBar()
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=f"demos {task}", unit="ep", dynamic_ncols=True)
 
 
 # --- command line ------------------------------------------------------------------------

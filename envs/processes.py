@@ -213,19 +213,22 @@ def _portable(err: Exception) -> tuple[Exception, str]:
 
 
 def map_in_processes(fn: Callable[[Any], Any], items: Sequence[Any], workers: int,
-                     describe: Callable[[Any], str] = repr) -> Iterator[Any]:
+                     describe: Callable[[Any], str] = repr, timeout_s: float | None = None,
+                     on_lost: Callable[[Any, str], Any] | None = None) -> Iterator[Any]:
     """fn(item) for every item in `workers` EnvProcesses, yielded in the order of `items`.
 
     Each job goes to the next idle worker; at most 2 * workers finished results wait for an earlier,
-    slower job. A job's exception is raised here (its worker traceback as a note); a worker that dies
-    raises RuntimeError naming the job (`describe(item)`). The workers are closed when the iterator
-    ends, fails or is closed.
+    slower job. A job's exception is raised here (its worker traceback as a note). A worker that dies, or
+    that has not answered `timeout_s` seconds after it got its job (it is then killed), loses its job:
+    with `on_lost`, on_lost(item, message) stands in for that job's result and a fresh worker takes its
+    place; without, RuntimeError(message) is raised. The message names the job (`describe(item)`). The
+    workers are closed when the iterator ends, fails or is closed.
     """
     from multiprocessing.connection import wait
 
     items = list(items)
     procs = [EnvProcess(serve_calls, (fn,)) for _ in range(min(int(workers), len(items)))]
-    busy: dict[int, int] = {}  # worker slot -> index of its job
+    busy: dict[int, tuple[int, float]] = {}  # worker slot -> (index of its job, deadline)
     done: dict[int, Any] = {}
     next_job = next_out = 0
     try:
@@ -233,23 +236,34 @@ def map_in_processes(fn: Callable[[Any], Any], items: Sequence[Any], workers: in
             for slot, p in enumerate(procs):
                 if slot not in busy and next_job < min(len(items), next_out + 2 * len(procs)):
                     p.send(items[next_job])
-                    busy[slot] = next_job
+                    busy[slot] = next_job, time.monotonic() + (timeout_s if timeout_s is not None else float("inf"))
                     next_job += 1
-            wait([procs[s].conn for s in busy] + [procs[s].sentinel for s in busy])
-            for slot, i in list(busy.items()):
+            first_deadline = min(d for _, d in busy.values())
+            wait([procs[s].conn for s in busy] + [procs[s].sentinel for s in busy],
+                 timeout=None if first_deadline == float("inf") else max(0.0, first_deadline - time.monotonic()))
+            for slot, (i, deadline) in list(busy.items()):
                 got = procs[slot].poll()
+                if got is None and time.monotonic() >= deadline:
+                    procs[slot].kill()
+                    got = False, f"stopped answering (no reply within {timeout_s:g} s)"
                 if got is None:
                     continue
                 answered, reply = got
+                del busy[slot]
                 if not answered:
-                    raise RuntimeError(f"a worker process {reply} while running {describe(items[i])}")
+                    message = f"a worker process {reply} while running {describe(items[i])}"
+                    if on_lost is None:
+                        raise RuntimeError(message)
+                    procs[slot].close(timeout_s=0)
+                    procs[slot] = EnvProcess(serve_calls, (fn,))
+                    done[i] = on_lost(items[i], message)
+                    continue
                 kind, payload = reply
                 if kind == "error":
                     err, text = payload
                     err.add_note(f"raised in a worker process, running {describe(items[i])}:\n{text}")
                     raise err
                 done[i] = payload
-                del busy[slot]
             while next_out in done:
                 yield done.pop(next_out)
                 next_out += 1

@@ -1,6 +1,13 @@
-"""Headless rendering, chosen in one place: EGL where an NVIDIA GPU is present, else OSMesa.
+"""Headless rendering, chosen in one place: EGL (NVIDIA's on a GPU, else Mesa's on the CPU), else OSMesa.
 
-Call `setup_rendering()` before anything imports mujoco (the backend is read at import).
+Call `setup_rendering()` before anything imports mujoco (the backend is read at import). The choice is
+written to MUJOCO_GL, which spawned workers inherit, so a process tree chooses once.
+
+Mesa's EGL renders on the CPU through the same llvmpipe rasteriser as OSMesa, at the same speed
+(benchmarks/render_backends.py), but OSMesa crashes or hangs in a process that builds and frees many
+render contexts (a test session, a notebook, training with rollout evaluation); EGL does not. So EGL is
+the default wherever it initialises, and OSMesa the fallback. Installing both on Debian/Ubuntu:
+scripts/ensure_headless_gl.sh (run by `make install`).
 """
 
 from __future__ import annotations
@@ -10,7 +17,14 @@ import importlib
 import importlib.util
 import os
 import shutil
+import subprocess
 import sys
+
+PACKAGES = "libegl1 libegl-mesa0 libgl1-mesa-dri libopengl0 libosmesa6"  # scripts/ensure_headless_gl.sh's
+EGL_PROBE_TIMEOUT_S = 60.0
+# What mujoco does with MUJOCO_GL=egl: a context on the first EGL device, made current, then freed.
+_EGL_PROBE = ("import os; os.environ['MUJOCO_GL'] = os.environ['PYOPENGL_PLATFORM'] = 'egl'; "
+              "from mujoco.egl import GLContext; c = GLContext(16, 16); c.make_current(); c.free()")
 
 
 class RenderingUnavailable(RuntimeError):
@@ -21,11 +35,30 @@ def _gpu_present() -> bool:
     return shutil.which("nvidia-smi") is not None or os.path.exists("/dev/nvidia0")
 
 
+def _mesa_egl_installed() -> bool:
+    return ctypes.util.find_library("EGL") is not None and ctypes.util.find_library("EGL_mesa") is not None
+
+
+def _egl_initialises() -> bool:
+    """Whether an EGL context can be made here, tried in a child process (~1 s, once per process tree):
+    a driver that is installed but broken can crash or hang whoever tries, and this process must not."""
+    env = {**os.environ, "MUJOCO_GL": "egl", "PYOPENGL_PLATFORM": "egl"}
+    try:
+        done = subprocess.run([sys.executable, "-c", _EGL_PROBE], env=env, capture_output=True,
+                              timeout=EGL_PROBE_TIMEOUT_S)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
 def choose_backend() -> str:
-    """The MuJoCo GL backend to use: the user's MUJOCO_GL if set, else egl on GPU, else osmesa."""
+    """The MuJoCo GL backend: the user's MUJOCO_GL if set; else egl on an NVIDIA GPU, or Mesa's EGL where it
+    is installed and initialises; else osmesa."""
     if os.environ.get("MUJOCO_GL"):
         return os.environ["MUJOCO_GL"]
-    return "egl" if _gpu_present() else "osmesa"
+    if _gpu_present() or (_mesa_egl_installed() and _egl_initialises()):
+        return "egl"
+    return "osmesa"
 
 
 def _load_triton_before_mesa() -> None:
@@ -49,8 +82,8 @@ def setup_rendering() -> str:
     backend = choose_backend()
     if backend == "osmesa" and ctypes.util.find_library("OSMesa") is None:
         raise RenderingUnavailable(
-            "no headless OpenGL: OSMesa is missing. Install the Debian package libosmesa6 "
-            "(apt-get install -y libosmesa6), or set MUJOCO_GL=egl on a machine with a GPU."
+            "no headless OpenGL: Mesa's EGL does not work here and OSMesa is missing. Install the Debian "
+            f"packages (sudo apt-get install -y {PACKAGES}, or bash scripts/ensure_headless_gl.sh as root)."
         )
     os.environ["MUJOCO_GL"] = backend
     os.environ["PYOPENGL_PLATFORM"] = backend

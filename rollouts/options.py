@@ -50,7 +50,7 @@ class RolloutOptions:
     stop_on_success: bool = True  # end an episode at its first success
     video: VideoOptions = field(default_factory=VideoOptions)
     worker_timeout_s: float = 600.0  # a worker silent this long (hung simulator) is replaced
-    progress: bool = True  # a rich progress bar with the running success count
+    progress: bool = True  # a live bar at a terminal, else a line every 10 s (envs/progress.py)
     # --- the policy side (None: what the policy says) ---
     sample_seed: int | None = 0  # seed of the sampling noise: with each episode's seed, that episode's generator
     # (policies taking generator=), else the global RNG on a forked stream; None: the caller's RNG

@@ -38,10 +38,10 @@ import numpy as np
 import torch
 
 from envs.processes import INTERRUPTED_CLOSE_S, close_all
+from envs.progress import EpisodeProgress
 from rollouts.episode_worker import DEFAULT_ENV_FACTORY
 from rollouts.options import RolloutOptions
 from rollouts.plan import EnvBuildError, Plan, as_tasks, make_plan, metrics_of, record_of, sampling_rng
-from rollouts.progress import Progress
 from rollouts.worker_handle import WorkerHandle
 
 __all__ = ["EnvBuildError", "Runner", "run"]
@@ -88,7 +88,7 @@ class Runner:
                              "options that change them need a new Runner")
         plan = make_plan(policy, self.tasks, options, demo_seeds)
         t0 = time.perf_counter()
-        bar = Progress(plan.n_episodes, enabled=options.progress)
+        bar = EpisodeProgress(plan.n_episodes, "rollouts", enabled=options.progress)
         try:
             with sampling_rng(options.sample_seed, plan.device):
                 records = self._episodes(policy, plan, bar)
@@ -96,11 +96,11 @@ class Runner:
             self.close(INTERRUPTED_CLOSE_S)  # workers may be mid-request; never leave them behind
             raise
         finally:
-            bar.stop()
+            bar.close()
         return metrics_of(records, self.tasks, plan, time.perf_counter() - t0, len(self._workers))
 
     # --- one evaluation ---------------------------------------------------------------------------
-    def _episodes(self, policy: Any, plan: Plan, bar: Progress) -> list[dict[str, Any]]:
+    def _episodes(self, policy: Any, plan: Plan, bar: EpisodeProgress) -> list[dict[str, Any]]:
         while len(self._workers) < min(self.n_workers, plan.n_episodes):
             self._workers.append(self._spawn())
         todo = deque(range(plan.n_episodes))
@@ -121,7 +121,7 @@ class Runner:
                 w.episode = plan.start(i, time.perf_counter())
                 w.send(("reset", plan.reset_request(i, self.tasks)), plan.timeout_s)
 
-    def _collect(self, plan: Plan, records: list[dict[str, Any] | None], bar: Progress) -> list[WorkerHandle]:
+    def _collect(self, plan: Plan, records: list[dict[str, Any] | None], bar: EpisodeProgress) -> list[WorkerHandle]:
         """Wait for any reply, then take every reply that is in by then. Envs that finish together are
         batched together; a slow one (filming, building its env) holds back nobody. When the policy is
         the slower side, all envs are in each time."""
@@ -146,7 +146,7 @@ class Runner:
                 raise EnvBuildError(f"the environment of task {self.tasks[ep.task]['name']!r} cannot be used: "
                                     f"{reply['message']}")
             records[ep.index] = record_of(ep, self.tasks, kind, reply)
-            bar.advance(records[ep.index])
+            bar.update(success=bool(records[ep.index]["success"]))
             w.episode = None
             if kind == "crash":
                 w.close(timeout_s=0)

@@ -10,14 +10,13 @@ import torch
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-# The suite builds and frees many MuJoCo render contexts in one process; under OSMesa that combination
-# (hard resets, video encoding, many envs) intermittently crashed in OSMesa itself. Mesa's EGL renders on
-# the CPU just as well (README) and stayed stable, so the tests use it where it is installed.
+# The rendering back end is chosen where the framework chooses it (envs/render.py: Mesa's EGL where it
+# works, else OSMesa), once, before any test imports mujoco. choose_backend never raises: state-only
+# tests run on a machine without any headless GL.
 if "MUJOCO_GL" not in os.environ:
-    import ctypes.util
+    from envs.render import choose_backend
 
-    if ctypes.util.find_library("EGL") and ctypes.util.find_library("EGL_mesa"):  # Mesa's CPU driver
-        os.environ["MUJOCO_GL"] = "egl"
+    os.environ["MUJOCO_GL"] = choose_backend()
 
 from training.hydra_configs import register_policy_defaults  # noqa: E402
 

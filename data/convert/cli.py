@@ -30,6 +30,7 @@ from data.convert.common import parse_list, parse_obs_map
 from data.convert.hdf5 import demo_names, open_hdf5, text_attr
 from data.convert.source import ConvertError
 from data.store import DemoStore, StoreError
+from envs.progress import EpisodeProgress
 
 FORMATS = ("robomimic", "robosuite", "libero", "lerobot")
 FORMAT_OPTIONS = {"flip": "libero", "model_file": "robosuite"}  # options only one format takes
@@ -162,7 +163,7 @@ def convert(sources: list[str], out: str, format: str = "auto", verify: bool = F
 
 
 def _write(reader, store: DemoStore | None, out: str, tasks, record, skip: int, progress: bool) -> list:
-    bar = _progress_bar(len(reader), skip, progress, record["format"])
+    bar = EpisodeProgress(len(reader), f"convert {record['format']}", enabled=progress, done=skip)
     replays, source = [], ""
     try:
         for episode in reader.episodes(skip):
@@ -177,7 +178,7 @@ def _write(reader, store: DemoStore | None, out: str, tasks, record, skip: int, 
             i = store.append_episode(arrays, task=episode.task, seed=episode.seed, success=episode.success)
             if "replay" in episode.metadata:
                 replays.append((i, len(arrays["action"]), episode.metadata["replay"]))
-            bar.update(1)
+            bar.update(success=episode.success)
     except KeyboardInterrupt:
         n = store.n_episodes if store else 0
         print(f"\ninterrupted: {out} keeps {n} complete episodes; re-run the same command to top it up",
@@ -202,22 +203,6 @@ def _verify(out: str, workers: int) -> None:
         return
     print(format_report(results))
     _write_attrs(out, {"verify": summary(results)})
-
-
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _progress_bar(total: int, done: int, enabled: bool, fmt: str):
-    if not enabled or total <= done:
-        return _NoBar()
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=done, desc=f"convert {fmt}", unit="ep", dynamic_ncols=True)
 
 
 # --- command line ------------------------------------------------------------------------

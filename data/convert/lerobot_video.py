@@ -120,4 +120,5 @@ class VideoWriter:
         self._container.close()
         with av.open(str(self.path)) as c:
             ctx = c.streams.video[0].codec_context
-            return {"video.codec": ctx.name, "video.pix_fmt": ctx.pix_fmt or ""}
+            # The codec (e.g. "av1"), not the decoder PyAV picked for it ("libdav1d"), as LeRobot records it.
+            return {"video.codec": ctx.codec.canonical_name, "video.pix_fmt": ctx.pix_fmt or ""}

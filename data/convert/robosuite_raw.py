@@ -4,7 +4,8 @@ Two layouts hold no observations: robosuite's own demonstrations (`data/demo_*/{
 `model_file` XML per demo, `data.attrs` `env`, `env_info`, `repository_version`) and robomimic's raw
 files before observations are extracted (the same plus `data.attrs["env_args"]`). Each recorded state
 is put into our simulator (in the demo's own model when it carries one, asset paths pointed at the
-robosuite installed here) and that state's observation and camera frames are read, as robomimic's
+robosuite installed here; in our own model when those models name assets this robosuite lacks, as
+robosuite 1.4's do, which a warning line says) and that state's observation and camera frames are read, as robomimic's
 `dataset_states_to_obs` does. Each episode's actions are then also replayed open-loop from its first
 state, and whether they still reach success here is reported (`replay` in the episode metadata).
 """
@@ -25,6 +26,7 @@ from data.convert.robomimic import base_spec, load_env_args
 from data.convert.source import ConvertError, SourceEpisode, SourceTask
 
 ASSETS_MARKER = "/robosuite/models/assets/"
+ASSET_ATTR = r'\b(file|filename)="([^"]*)"'
 
 
 def localize_model_xml(xml: str) -> str:
@@ -39,7 +41,14 @@ def localize_model_xml(xml: str) -> str:
             path = os.path.join(assets, path.split(ASSETS_MARKER, 1)[1])
         return f'{m.group(1)}="{path}"'
 
-    return re.sub(r'\b(file|filename)="([^"]*)"', fix, xml)
+    return re.sub(ASSET_ATTR, fix, xml)
+
+
+def missing_assets(xml: str) -> list[str]:
+    """The absolute asset paths a (localized) model file names that do not exist here, e.g. a mesh of an
+    older robosuite (1.4's mounts/meshes/rethink_mount/pedestal.stl is gone from 1.5)."""
+    return sorted({m.group(2) for m in re.finditer(ASSET_ATTR, xml)
+                   if os.path.isabs(m.group(2)) and not os.path.exists(m.group(2))})
 
 
 def env_description(attrs, path: str) -> tuple[str, dict[str, Any], str | None]:
@@ -107,6 +116,28 @@ class RobosuiteRawReader:
         self.action_space = {"low": [-1.0] * dim, "high": [1.0] * dim, "controller": spec.controller}
         self.warnings: list[str] = []
         self._loaded_xml: str | None = None
+        self.model_file_fallback: str | None = None
+        if self.use_model_file:
+            self._fall_back_when_assets_are_missing(name)
+
+    def _fall_back_when_assets_are_missing(self, env_name: str) -> None:
+        """Demos recorded by another robosuite name assets this one may lack; then no demo's model can load
+        here, and the states are replayed in our own model instead (model_file=false), said in one line."""
+        missing: set[str] = set()
+        for d in self.demos:
+            attrs = self._file["data"][d].attrs
+            if "model_file" in attrs:
+                missing.update(missing_assets(localize_model_xml(text_attr(attrs, "model_file") or "")))
+        if not missing:
+            return
+        example = sorted(missing)[0]
+        example = example.split(ASSETS_MARKER, 1)[-1]
+        self.use_model_file = False
+        self.model_file_fallback = (f"the demos' model files name {len(missing)} asset(s) robosuite "
+                                    f"{_robosuite_version()} lacks (e.g. {example})")
+        self.warnings.append(f"{self.path}: {self.model_file_fallback} (recorded with robosuite "
+                             f"{self.robosuite_version or '?'}); replaying the states in this robosuite's own "
+                             f"{env_name} model instead, as model_file=false does")
 
     def _check_demos(self) -> None:
         for d in self.demos:
@@ -128,6 +159,7 @@ class RobosuiteRawReader:
         return {"files": [{"path": os.path.abspath(self.path), "bytes": os.path.getsize(self.path)}],
                 "filter": self.filter, "robosuite_version": self.robosuite_version,
                 "replayed_in_robosuite": _robosuite_version(), "model_file": self.use_model_file,
+                "model_file_fallback": self.model_file_fallback,
                 "keys": self.keys, "episodes": list(self.demos)}
 
     def __len__(self) -> int:

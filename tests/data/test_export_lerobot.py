@@ -11,7 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from data.convert.cli import convert
+from data.export import main as export_main
 from data.export_lerobot import ExportError, export_lerobot
+from data.export_lerobot_stats import QUANTILE_KEYS, QUANTILES
 from data.store import DemoStore
 from envs.spec import EnvSpec
 from tests.data.convert.lerobot_writers import smooth_frames
@@ -98,9 +100,12 @@ def test_export_is_a_lerobot_v30_directory(tmp_path):
     np.testing.assert_array_equal(state[:, 10:], src.load(["robot0_eef_pos"])["robot0_eef_pos"])
 
 
-def test_lossy_av1_export_stays_within_a_stated_bound(tmp_path):
+def test_lossy_av1_export_from_the_command_line_stays_within_a_stated_bound(tmp_path):
     src = _store(tmp_path / "s.zarr", lengths=(5, 4), size=64, smooth=True)
-    out = export_lerobot(tmp_path / "s.zarr", tmp_path / "lr", video_codec="libsvtav1")
+    out = tmp_path / "lr"
+    assert export_main([str(tmp_path / "s.zarr"), f"out={out}", "format=lerobot", "video_codec=libsvtav1"]) == 0
+    info = json.loads((out / "meta/info.json").read_text())["features"]["observation.images.agentview"]["info"]
+    assert info["video.codec"] == "av1" and info["video.pix_fmt"] == "yuv420p"  # the codec, not its decoder
     back = convert([str(out)], str(tmp_path / "back.zarr"), progress=False)
     a, b = src.load(["agentview_image"])["agentview_image"], back.load(["agentview_image"])["agentview_image"]
     assert a.shape == b.shape and np.abs(a.astype(int) - b.astype(int)).mean() < 8  # AV1 yuv420p: lossy
@@ -124,3 +129,60 @@ def test_failures_leave_nothing_behind(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         export_lerobot(tmp_path / "s.zarr", tmp_path / "lr")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.zarr", "taken"]  # no partial directory
+
+
+def _quantiles(x: np.ndarray) -> dict[str, np.ndarray]:
+    return dict(zip(QUANTILE_KEYS, np.quantile(x.astype(np.float64), QUANTILES, axis=0)))
+
+
+def test_stats_carry_lerobots_quantiles_per_episode_and_overall(tmp_path):
+    src = _store(tmp_path / "s.zarr", lengths=(6, 4, 5))
+    out = export_lerobot(tmp_path / "s.zarr", tmp_path / "lr")
+    stats = json.loads((out / "meta/stats.json").read_text())
+    eps = pq.read_table(out / "meta/episodes/chunk-000/file-000.parquet").to_pylist()
+    action, frames = src.load(["action"])["action"], src.load(["agentview_image"])["agentview_image"]
+    ends = src.episode_ends
+    # Every feature LeRobot's writer describes, index columns included, has every stat, overall and per episode.
+    wanted = {"min", "max", "mean", "std", "count", *QUANTILE_KEYS}
+    feats = json.loads((out / "meta/info.json").read_text())["features"]
+    assert set(stats) == set(feats) and all(set(s) == wanted for s in stats.values())
+    assert all(f"stats/{f}/{k}" in eps[0] for f in feats for k in wanted)
+    for key, want in _quantiles(action).items():
+        np.testing.assert_allclose(stats["action"][key], want, err_msg=key)
+    for e, row in enumerate(eps):
+        rows = action[(ends[e - 1] if e else 0): ends[e]]
+        for key, want in _quantiles(rows).items():
+            np.testing.assert_allclose(row[f"stats/action/{key}"], want, err_msg=key)
+        assert row["stats/action/count"] == [len(rows)]
+        assert row["stats/episode_index/min"] == [e] and row["stats/episode_index/max"] == [e]
+    # Camera stats per channel, shape (3, 1, 1), of pixels in [0, 1]; exact, whatever the frame order.
+    pixels = frames.reshape(-1, 3) / 255.0
+    for key, want in _quantiles(pixels).items():
+        got = np.array(stats["observation.images.agentview"][key])
+        assert got.shape == (3, 1, 1)
+        np.testing.assert_allclose(got[:, 0, 0], want, atol=1e-12, err_msg=key)
+    for key, want in (("mean", pixels.mean(0)), ("std", pixels.std(0)), ("min", pixels.min(0)), ("max", pixels.max(0))):
+        np.testing.assert_allclose(np.array(stats["observation.images.agentview"][key])[:, 0, 0], want, atol=1e-12)
+    first = frames[: ends[0]].reshape(-1, 3) / 255.0
+    np.testing.assert_allclose(np.array(eps[0]["stats/observation.images.agentview/q99"])[:, 0, 0],
+                               np.quantile(first, 0.99, axis=0), atol=1e-12)
+    assert stats["observation.images.agentview"]["count"] == [src.n_steps]
+    assert np.all(np.array(stats["observation.state"]["q01"]) <= np.array(stats["observation.state"]["q99"]))
+
+
+def test_export_command_line_options(tmp_path, capsys):
+    _store(tmp_path / "s.zarr")
+    store = str(tmp_path / "s.zarr")
+    assert export_main([store, f"out={tmp_path / 'a'}", "format=lerobot", "fps=10", "robot_type=UR5e",
+                        "video_codec=libx264"]) == 0
+    info = json.loads((tmp_path / "a/meta/info.json").read_text())
+    assert info["fps"] == 10 and info["robot_type"] == "UR5e"
+    assert info["features"]["observation.images.agentview"]["info"]["video.pix_fmt"] == "yuv420p"
+    capsys.readouterr()
+    assert export_main([store, f"out={tmp_path / 'b'}", "format=lerobot", "task=lift"]) == 1
+    assert "format=lerobot takes the options video_codec, fps, robot_type, not ['task']" in capsys.readouterr().err
+    assert export_main([store, f"out={tmp_path / 'b'}", "format=lerobot", "fps=ten"]) == 2
+    assert "fps must be a positive integer, got 'ten'" in capsys.readouterr().err
+    assert export_main([store, f"out={tmp_path / 'b'}", "format=lerobot", "video_codec=ffv1"]) == 1
+    assert "video_codec must be one of" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()

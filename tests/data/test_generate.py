@@ -164,3 +164,31 @@ def test_two_episode_stores_for_three_metaworld_tasks_read_through_the_datamodul
     batch = next(iter(dm.train_dataloader()))
     assert batch["obs"]["state"].shape == (4, 2, 39) and batch["action"].shape == (4, 4, 4)
     assert set(batch["task"].tolist()) <= {0, 1, 2}
+
+
+def test_a_worker_keeps_one_env_across_episodes_and_a_reused_env_replays_like_a_fresh_one(tmp_path, monkeypatch):
+    """Building and freeing an env (and its GL context) per episode is slow and, under OSMesa, crashed long
+    runs; the worker builds one per task and resets it by seed (hard_reset=False)."""
+    import envs.factory
+
+    built = []
+
+    def counting_make_env(spec):
+        built.append(spec["task"])
+        return make_env(spec)
+
+    monkeypatch.setattr(gen, "_CACHE", {})
+    monkeypatch.setattr(envs.factory, "make_env", counting_make_env)
+    try:
+        store = generate("lift", 3, str(tmp_path / "s.zarr"), workers=0, horizon=12, keep_failed=True,
+                         progress=False)
+    finally:
+        if "env" in gen._CACHE:
+            gen._CACHE["env"].close()
+    assert built == ["Lift"] and store.episode_seed.tolist() == [0, 1, 2]
+    monkeypatch.setattr(gen, "_CACHE", {})
+    fresh = run_episode(store.tasks[0]["env_spec"], seed=2)["episode"]  # seed 2 in a new env
+    gen._CACHE["env"].close()
+    third = store.get_episode(2)  # seed 2 in the env that had already run seeds 0 and 1
+    for key, value in fresh.items():
+        np.testing.assert_array_equal(third[key], value, err_msg=key)

@@ -30,5 +30,7 @@ def square(x: Any) -> int:
         raise ValueError("boom in a job")
     if x == "die":
         os._exit(7)
+    if x == "hang":
+        time.sleep(120)
     time.sleep(0.05 * (3 - x % 4))
     return x * x

@@ -46,3 +46,17 @@ def test_map_in_processes_keeps_the_order_and_reports_failures() -> None:
     assert any("running 'boom'" in note and "Traceback" in note for note in err.value.__notes__)
     with pytest.raises(RuntimeError, match="a worker process exited with code 7 while running job die"):
         list(map_in_processes(process_targets.square, [1, "die"], workers=1, describe=lambda x: f"job {x}"))
+
+
+def test_a_worker_that_dies_or_stops_answering_loses_its_job_and_never_hangs_the_caller() -> None:
+    import time
+
+    t0 = time.monotonic()
+    got = list(map_in_processes(process_targets.square, [1, "hang", 2, "die", 3], workers=2, timeout_s=3,
+                                describe=lambda x: f"job {x}", on_lost=lambda item, why: ("lost", item, why)))
+    assert got[0] == 1 and got[2] == 4 and got[4] == 9  # the other jobs, in order, on replacement workers
+    assert got[1] == ("lost", "hang", "a worker process stopped answering (no reply within 3 s) while running job hang")
+    assert got[3] == ("lost", "die", "a worker process exited with code 7 while running job die")
+    with pytest.raises(RuntimeError, match="stopped answering .no reply within 1 s. while running 'hang'"):
+        list(map_in_processes(process_targets.square, ["hang"], workers=1, timeout_s=1))
+    assert time.monotonic() - t0 < 60  # the hanging jobs (120 s) were cut off

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from envs import render
 from envs.experts import make_expert
 from envs.factory import make_env
 from envs.registry import robosuite_spec
@@ -142,3 +143,38 @@ def test_missing_gl_library_names_the_package(monkeypatch):
     monkeypatch.setattr(render.ctypes.util, "find_library", lambda name: None)
     with pytest.raises(render.RenderingUnavailable, match="libosmesa6"):
         render.setup_rendering()
+
+
+def test_rendering_prefers_a_working_egl_and_falls_back_to_osmesa(monkeypatch):
+    from envs import render
+
+    monkeypatch.delenv("MUJOCO_GL", raising=False)
+    monkeypatch.setattr(render, "_gpu_present", lambda: False)
+    monkeypatch.setattr(render, "_mesa_egl_installed", lambda: True)
+    monkeypatch.setattr(render, "_egl_initialises", lambda: True)
+    assert render.choose_backend() == "egl"
+    monkeypatch.setattr(render, "_egl_initialises", lambda: False)  # installed but broken: OSMesa
+    assert render.choose_backend() == "osmesa"
+    monkeypatch.setattr(render, "_mesa_egl_installed", lambda: False)
+    assert render.choose_backend() == "osmesa"
+    monkeypatch.setenv("MUJOCO_GL", "osmesa")  # the user's choice wins
+    monkeypatch.setattr(render, "_mesa_egl_installed", lambda: True)
+    monkeypatch.setattr(render, "_egl_initialises", lambda: True)
+    assert render.choose_backend() == "osmesa"
+
+
+def test_egl_probe_survives_a_crashing_or_hanging_driver(monkeypatch):
+    from envs import render
+
+    monkeypatch.setattr(render, "_EGL_PROBE", "import os; os.kill(os.getpid(), 11)")  # a segfaulting driver
+    assert render._egl_initialises() is False
+    monkeypatch.setattr(render, "_EGL_PROBE", "import time; time.sleep(60)")  # a hanging one
+    monkeypatch.setattr(render, "EGL_PROBE_TIMEOUT_S", 1.0)
+    assert render._egl_initialises() is False
+    monkeypatch.setattr(render, "_EGL_PROBE", "pass")
+    assert render._egl_initialises() is True
+
+
+@pytest.mark.skipif(not render._mesa_egl_installed(), reason="Mesa's EGL not installed")
+def test_mesa_egl_initialises_where_it_is_installed():
+    assert render._egl_initialises()  # the real probe: a context on the CPU's EGL device

@@ -262,3 +262,11 @@ def test_mcnemar_exact_known_values() -> None:
     assert mcnemar_exact(10, 10) == 1.0
     with pytest.raises(ValueError):
         mcnemar_exact(-1, 2)
+
+
+def test_progress_goes_to_a_log_file_as_lines(capsys) -> None:
+    """stdout redirected (make train > log): progress lines, not a bar that shows nothing until the end."""
+    run(ChunkPolicy(), _tasks(), RolloutOptions(n_episodes=2, env_factory=FACTORY, workers=1))
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "rollouts: 0/2 episodes, 0 s"
+    assert lines[-1].startswith("rollouts: 2/2 episodes, 0 successes, ")

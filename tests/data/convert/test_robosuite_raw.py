@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from data.convert.cli import convert, detect_format
-from data.convert.robosuite_raw import localize_model_xml
+from data.convert.robosuite_raw import localize_model_xml, missing_assets
 from data.convert.source import ConvertError
 from envs.factory import make_env
 from tests.data.convert.writers import robosuite_raw_file
@@ -69,3 +69,31 @@ def test_inconsistent_or_foreign_state_files_fail_clearly(lift_store, tmp_path):
     with pytest.raises(ConvertError, match=r"unknown state keys \['cube_size'\].*options obs_keys="):
         convert([str(robosuite_raw_file(tmp_path / "ok.hdf5", [ep], None))], str(tmp_path / "x.zarr"),
                 obs_keys=["cube_size"], progress=False)
+
+
+def test_model_files_naming_assets_this_robosuite_lacks_fall_back_to_our_model(lift_store, tmp_path, capsys):
+    """robosuite 1.4's collection script records model files naming meshes 1.5 no longer ships: the default
+    (model_file=true) replays those demos in our own model, and says so in one line."""
+    episodes = [lift_store.get_episode(i) for i in range(2)]
+    xml = _model_xml_from_elsewhere(lift_store.tasks[0]["env_spec"])
+    gone = "mounts/meshes/rethink_mount/pedestal.stl"  # in robosuite 1.4.0's assets, not in 1.5.1's
+    old_xml = xml.replace("robots/panda/meshes/link0.stl", gone, 1)
+    missing = missing_assets(localize_model_xml(old_xml))
+    assert len(missing) == 1 and missing[0].endswith("/robosuite/models/assets/" + gone)
+    assert missing_assets(localize_model_xml(xml)) == []
+    src = robosuite_raw_file(tmp_path / "demo_1_4.hdf5", episodes, old_xml)
+    store = convert([str(src)], str(tmp_path / "s.zarr"), progress=False)
+    err = capsys.readouterr().err
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and gone in warnings[0] and "model_file=false" in warnings[0], err
+    assert store.n_episodes == 2 and store.episode_success.all()
+    source = store.attrs["source"]
+    assert source["model_file"] is False and gone in source["model_file_fallback"]
+    for i, ep in enumerate(episodes):
+        got = store.get_episode(i)
+        np.testing.assert_array_equal(got["states"], ep["states"])
+        np.testing.assert_allclose(got["object-state"], ep["object-state"], atol=2e-3)
+    # A model file whose assets are all here is still used, without a warning.
+    convert([str(robosuite_raw_file(tmp_path / "here.hdf5", episodes[:1], xml))], str(tmp_path / "t.zarr"),
+            progress=False)
+    assert "warning:" not in capsys.readouterr().err
