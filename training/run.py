@@ -16,7 +16,7 @@ import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import OmegaConf
 
-from training import checkpoint, demos, loggers, wiring
+from training import checkpoint, demos, init_from, loggers, wiring
 from training.config_check import check_train_config
 from training.threads import training_threads
 
@@ -56,6 +56,7 @@ def rollout_callbacks(cfg: dict[str, Any], info: dict[str, Any]) -> list:
 def train(cfg: dict[str, Any], run_dir: Path) -> Path:
     """Train as `cfg` says; returns the run directory (checkpoints/, config.yaml, logs)."""
     check_train_config(cfg)
+    init_from.check_before_build(cfg)
     quiet_known_warnings()
     torch.set_num_threads(training_threads(cfg["threads"]))
     L.seed_everything(cfg["seed"], workers=True, verbose=False)
@@ -73,6 +74,7 @@ def train(cfg: dict[str, Any], run_dir: Path) -> Path:
     dm = wiring.build_datamodule(cfg, lang_dim=0 if lang is None else int(lang.shape[1]))
     demos.check_against_env_specs(dm.store, dm.obs_keys)
     module = wiring.build_module(cfg, dm, lang)
+    init_from.prepare_finetuning(module, cfg, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     logger = loggers.build_logger(cfg, run_dir, run_id, resume_step)
     module.wandb_run_id = loggers.wandb_run_id(logger)
