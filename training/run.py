@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 
 from training import checkpoint, demos, init_from, loggers, wiring
 from training.config_check import check_train_config
+from training.mixture_data import build_mixture_data
 from training.threads import training_threads
 
 log = logging.getLogger("train")
@@ -69,10 +70,13 @@ def train(cfg: dict[str, Any], run_dir: Path) -> Path:
         run_dir = checkpoint.run_dir_of(ckpt_path)
         log.info("resuming %s from %s (step %d)", run_dir, ckpt_path, ckpt["global_step"])
         del ckpt
-    demos.ensure_dataset(cfg["task"])
-    lang = demos.language_table(cfg["task"], cfg["data"]["cache_dir"])
-    dm = wiring.build_datamodule(cfg, lang_dim=0 if lang is None else int(lang.shape[1]))
-    demos.check_against_env_specs(dm.store, dm.obs_keys)
+    if cfg["data"]["mixture"]:  # several stores (training/mixture_data.py); none is generated
+        dm, lang = build_mixture_data(cfg)
+    else:
+        demos.ensure_dataset(cfg["task"])
+        lang = demos.language_table(cfg["task"], cfg["data"]["cache_dir"])
+        dm = wiring.build_datamodule(cfg, lang_dim=0 if lang is None else int(lang.shape[1]))
+        demos.check_against_env_specs(dm.store, dm.obs_keys)
     module = wiring.build_module(cfg, dm, lang)
     init_from.prepare_finetuning(module, cfg, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
