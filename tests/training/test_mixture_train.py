@@ -1,6 +1,9 @@
-"""Training on a mixture of stores: the checkpoint knows every store's tasks; bad mixtures stop in one line."""
+"""Training on a mixture of stores: the checkpoint knows every store's tasks and starts a fine-tuning run; bad
+mixtures stop in one line."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
@@ -8,8 +11,10 @@ import torch
 
 from data.mixture import MixtureError
 from data.store import DemoStore
+from policies.base import CheckpointError
 from tests.training.helpers import compose_cfg
 from train import train
+from training.init_from import REPORT_NAME
 from training.mixture_data import build_mixture_data
 
 
@@ -47,6 +52,14 @@ def test_a_mixture_trains_and_its_checkpoint_names_every_store(tmp_path):
     rows = [s.load(["action"])["action"] for s in dm.stores]
     span = 2.0 / ckpt["policy"]["state_dict"]["normalizer.maps.action.scale"]
     assert torch.all(span > 5.0) and float(span.max()) <= float(np.ptp(np.concatenate(rows), axis=0).max()) + 1e-4
+
+    # pretrain on the mixture, fine-tune on one store: only the task table (3 tasks -> 1) differs in shape
+    with pytest.raises(CheckpointError, match=r"1 tensor\(s\) differ in shape .*goal_encoder.task_table.weight"):
+        train(compose_cfg(b.path, "mode", [f"init_from={run}", "trainer.max_steps=1"]), tmp_path / "ft0")
+    ft = train(compose_cfg(b.path, "mode", [f"init_from={run}", "reinit=[goal_encoder.task_table]",
+                                            "trainer.max_steps=1"]), tmp_path / "ft")
+    report = json.loads((ft / REPORT_NAME).read_text())
+    assert report["reinitialised"] == ["goal_encoder.task_table.weight"] and report["mismatched"] == {}
 
 
 def test_bad_mixtures_stop_in_one_line(tmp_path):
