@@ -28,6 +28,8 @@ from torch.utils.data import Dataset, Sampler
 
 from data.dataset import DemoDataset
 
+ENTRY_KEYS = ("name", "dataset", "weight", "obs_keys")
+
 
 class MixtureError(ValueError):
     """A mixture that cannot be trained on as written; the message names the entry and what to do."""
@@ -38,6 +40,7 @@ class MixtureEntry:
     name: str
     dataset: str
     weight: float
+    obs_keys: tuple[str, ...] | None = None  # the keys this store provides; None: all of the run's
 
 
 def parse_mixture(entries: Sequence[dict[str, Any]]) -> list[MixtureEntry]:
@@ -47,9 +50,10 @@ def parse_mixture(entries: Sequence[dict[str, Any]]) -> list[MixtureEntry]:
                            "[{name: lift, dataset: datasets/lift.zarr, weight: 1.0}]")
     out: list[MixtureEntry] = []
     for i, e in enumerate(entries):
-        if not isinstance(e, dict) or set(e) != {"name", "dataset", "weight"}:
+        if not isinstance(e, dict) or not {"name", "dataset", "weight"} <= set(e) <= {*ENTRY_KEYS}:
             got = sorted(e) if isinstance(e, dict) else e
-            raise MixtureError(f"data.mixture[{i}] must have exactly the keys name, dataset, weight; got {got}")
+            raise MixtureError(f"data.mixture[{i}] must have the keys name, dataset, weight (and optionally "
+                               f"obs_keys); got {got}")
         name, weight = e["name"], e["weight"]
         if not isinstance(name, str) or not name:
             raise MixtureError(f"data.mixture[{i}]: name must be a non-empty string, got {name!r}")
@@ -58,7 +62,12 @@ def parse_mixture(entries: Sequence[dict[str, Any]]) -> list[MixtureEntry]:
             raise MixtureError(f"data.mixture[{i}] ({name}): weight must be a number > 0, got {weight!r}")
         if any(o.name == name for o in out):
             raise MixtureError(f"data.mixture: two stores are named {name!r}; give each store its own name")
-        out.append(MixtureEntry(name, str(e["dataset"]), float(weight)))
+        keys = e.get("obs_keys")
+        if keys is not None and (not isinstance(keys, (list, tuple)) or not keys
+                                 or not all(isinstance(k, str) for k in keys)):
+            raise MixtureError(f"data.mixture[{i}] ({name}): obs_keys must be a non-empty list of key names, "
+                               f"got {keys!r}")
+        out.append(MixtureEntry(name, str(e["dataset"]), float(weight), None if keys is None else tuple(keys)))
     return out
 
 
@@ -99,8 +108,9 @@ class MixtureDataset(Dataset):
     """The windows of several DemoDatasets, one index space: store k's window w is `offsets[k] + w`."""
 
     def __init__(self, datasets: Sequence[DemoDataset], task_offsets: Sequence[int],
-                 store_ids: Sequence[int] | None = None) -> None:
+                 store_ids: Sequence[int] | None = None, padding: Padding | None = None) -> None:
         self.datasets = list(datasets)
+        self.padding = padding
         # each dataset's index in the mixture (a store without validation episodes has no validation dataset)
         self.store_ids = list(range(len(self.datasets))) if store_ids is None else [int(i) for i in store_ids]
         self.sizes = np.asarray([len(d) for d in self.datasets], dtype=np.int64)
@@ -119,6 +129,8 @@ class MixtureDataset(Dataset):
             part = self.datasets[k].__getitems__(indices[rows] - self.offsets[k])
             part["task"] = part["task"] + self.task_offsets[k]
             part["store"] = torch.full((len(rows),), self.store_ids[k], dtype=torch.long)
+            if self.padding is not None:
+                self.padding.apply(part)
             parts.append(part)
             order.append(rows)
         back = torch.from_numpy(np.argsort(np.concatenate(order), kind="stable"))  # the batch's own order
@@ -126,7 +138,7 @@ class MixtureDataset(Dataset):
         def cat(values: list[torch.Tensor]) -> torch.Tensor:
             return torch.cat(values)[back]
 
-        return {
+        batch = {
             "obs": {key: cat([p["obs"][key] for p in parts]) for key in parts[0]["obs"]},
             "action": cat([p["action"] for p in parts]),
             "action_is_pad": cat([p["action_is_pad"] for p in parts]),
@@ -134,3 +146,28 @@ class MixtureDataset(Dataset):
             "store": cat([p["store"] for p in parts]),
             "goal": {},
         }
+        if self.padding is not None:
+            batch["obs_is_pad"] = {key: cat([p["obs_is_pad"][key] for p in parts]) for key in parts[0]["obs_is_pad"]}
+        return batch
+
+
+@dataclass(frozen=True)
+class Padding:
+    """For stores of different robots in one batch: every observation key of the mixture (missing ones
+    zero-filled and flagged in `obs_is_pad` [B] per key, never silently) and actions padded to the widest
+    robot's dimension (a row's own dimension is its store's; the policy knows it by `store`)."""
+
+    shapes: dict[str, tuple[tuple[int, ...], str]]  # key -> (shape of one row, numpy dtype name)
+    action_dim: int
+
+    def apply(self, part: dict[str, Any]) -> None:
+        n, to = part["action"].shape[0], next(iter(part["obs"].values())).shape[1]
+        part["obs_is_pad"] = {}
+        for key, (shape, dtype) in self.shapes.items():
+            have = key in part["obs"]
+            if not have:
+                part["obs"][key] = torch.zeros((n, to, *shape), dtype=getattr(torch, dtype))
+            part["obs_is_pad"][key] = torch.full((n,), not have, dtype=torch.bool)
+        da = part["action"].shape[-1]
+        if da < self.action_dim:
+            part["action"] = torch.nn.functional.pad(part["action"], (0, self.action_dim - da))

@@ -172,7 +172,11 @@ class PolicyModule(L.LightningModule):
         to = policy.config["n_obs_steps"]
         target = batch["action"][:, to - 1 : to - 1 + pred.shape[1]]
         valid = ~batch["action_is_pad"][:, to - 1 : to - 1 + pred.shape[1]]
-        err = ((pred - target) ** 2).mean(-1)
+        if hasattr(policy, "action_dims"):  # several robots, actions padded: each row over its own dimensions
+            sq = (pred - target[..., : pred.shape[-1]]) ** 2
+            err = sq.sum(-1) / policy.action_dims(batch)[:, None]
+        else:
+            err = ((pred - target) ** 2).mean(-1)
         return (err * valid).sum() / valid.sum().clamp(min=1)
 
     # --- checkpoints ----------------------------------------------------------------------

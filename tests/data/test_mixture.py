@@ -57,7 +57,7 @@ def test_dataset_gathers_each_store_with_global_task_indices(make_store):
     ([{"name": "a", "dataset": "x", "weight": -1}], "weight must be a number > 0"),
     ([{"name": "a", "dataset": "x", "weight": 1}, {"name": "a", "dataset": "y", "weight": 1}],
      "two stores are named 'a'"),
-    ([{"name": "a", "dataset": "x"}], "exactly the keys name, dataset, weight"),
+    ([{"name": "a", "dataset": "x"}], "must have the keys name, dataset, weight"),
     ([], "must be a list"),
 ])
 def test_bad_mixtures_fail_in_one_line(entries, message):

@@ -22,15 +22,15 @@ def mixture(*entries) -> str:
     return "data.mixture=[" + ",".join(f"{{name:{n},dataset:'{p}',weight:{w}}}" for n, p, w in entries) + "]"
 
 
-def scaled_store(path, scale: float, n_tasks: int, keys=("robot0_eef_pos", "object"), action_dim: int = 7):
+def scaled_store(path, scale: float, n_tasks: int, keys=("robot0_eef_pos", "object"), object_dim: int = 10):
     rng = np.random.default_rng(int(scale))
     tasks = [{"name": f"{path.stem}{i}", "instruction": f"task {i} of {path.stem}", "env_spec": {}}
              for i in range(n_tasks)]
     store = DemoStore.create(path, tasks=tasks)
-    dims = {"robot0_eef_pos": 3, "object": 10}
+    dims = {"robot0_eef_pos": 3, "object": object_dim}
     for i in range(4):
         ep = {k: rng.normal(size=(10, dims[k])).astype(np.float32) for k in keys}
-        ep["action"] = (scale * rng.normal(size=(10, action_dim))).astype(np.float32)
+        ep["action"] = (scale * rng.normal(size=(10, 7))).astype(np.float32)
         store.append_episode(ep, task=i % n_tasks, seed=100 * int(scale) + i)
     return store
 
@@ -65,11 +65,12 @@ def test_a_mixture_trains_and_its_checkpoint_names_every_store(tmp_path):
 def test_bad_mixtures_stop_in_one_line(tmp_path):
     a = scaled_store(tmp_path / "a.zarr", 1.0, n_tasks=1)
     no_object = scaled_store(tmp_path / "c.zarr", 2.0, n_tasks=1, keys=("robot0_eef_pos",))
-    other_robot = scaled_store(tmp_path / "d.zarr", 3.0, n_tasks=1, action_dim=4)
+    other_object = scaled_store(tmp_path / "d.zarr", 3.0, n_tasks=1, object_dim=5)
     cases = [
         (mixture(("a", a.path, 1), ("c", no_object.path, 1)),
          r"\(c\): store .* lacks the declared key\(s\) \['object'\]"),
-        (mixture(("a", a.path, 1), ("d", other_robot.path, 1)), r"\(d\): 'action' is float32\[4\] but float32\[7\]"),
+        (mixture(("a", a.path, 1), ("d", other_object.path, 1)),
+         r"\(d\): 'object' is float32\[5\] but float32\[10\] in a; a key .* has one shape"),
         (mixture(("a", a.path, 1), ("a", a.path, 1)), "two stores are named 'a'"),
         (mixture(("a", a.path, 0)), "weight must be a number > 0"),
         (mixture(("a", a.path, 1), ("e", tmp_path / "nowhere.zarr", 1)), r"\(e\): "),
