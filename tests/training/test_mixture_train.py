@@ -11,9 +11,10 @@ import torch
 
 from data.mixture import MixtureError
 from data.store import DemoStore
-from policies.base import CheckpointError
+from policies.base import CheckpointError, Policy
 from tests.training.helpers import compose_cfg
 from train import train
+from training.eval_store import policy_for_store, restrict_to_store
 from training.init_from import REPORT_NAME
 from training.mixture_data import build_mixture_data
 
@@ -52,6 +53,19 @@ def test_a_mixture_trains_and_its_checkpoint_names_every_store(tmp_path):
     rows = [s.load(["action"])["action"] for s in dm.stores]
     span = 2.0 / ckpt["policy"]["state_dict"]["normalizer.maps.action.scale"]
     assert torch.all(span > 5.0) and float(span.max()) <= float(np.ptp(np.concatenate(rows), axis=0).max()) + 1e-4
+
+    # evaluation of one store: its tasks only, numbered from 0 as in the store
+    only_b = restrict_to_store(ckpt, "b", run)
+    assert [t["name"] for t in only_b["dataset"]["tasks"]] == ["b0"]
+    assert restrict_to_store(ckpt, None, run) is ckpt  # one robot: every task by default
+    policy = Policy.from_checkpoint_dict(ckpt["policy"])
+    obs = {"robot0_eef_pos": torch.randn(1, 2, 3), "object": torch.randn(1, 2, 10)}
+    seed = torch.Generator().manual_seed
+    torch.testing.assert_close(
+        policy_for_store(policy, only_b).predict_action(obs, {"task": torch.tensor([0])}, generator=seed(0)),
+        policy.predict_action(obs, {"task": torch.tensor([2])}, generator=seed(0)))
+    with pytest.raises(CheckpointError, match="has no normaliser for it; it knows: a, b"):
+        restrict_to_store(ckpt, "c", run)
 
     # pretrain on the mixture, fine-tune on one store: only the task table (3 tasks -> 1) differs in shape
     with pytest.raises(CheckpointError, match=r"1 tensor\(s\) differ in shape .*goal_encoder.task_table.weight"):

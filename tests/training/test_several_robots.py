@@ -120,6 +120,20 @@ def test_each_store_keeps_its_normaliser_and_inference_needs_the_store(two_robot
                                                     generator=torch.Generator().manual_seed(0)), act, rtol=0, atol=0)
     with pytest.raises(CheckpointError, match="no store 'c'.*knows: a, b"):
         policy.for_store("c")
+    # evaluation: the store is needed, an unknown one is named with the known ones
+    from training.eval_store import policy_for_store, restrict_to_store
+    from training.evaluate import EvalError, evaluate, load_config
+
+    for store, message in [(None, r"several robots \(a, b\); evaluate one at a time: store=NAME"),
+                           ("c", "store='c': .* has no normaliser for it; it knows: a, b")]:
+        with pytest.raises(EvalError, match=message):
+            evaluate(load_config([f"checkpoint={run}", "logger=none", f"store={store or 'null'}"]))
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    only_b = restrict_to_store(ckpt, "b", run)
+    assert [t["name"] for t in only_b["dataset"]["tasks"]] == ["b0"]
+    evaluated = policy_for_store(Policy.from_checkpoint_dict(ckpt["policy"]), only_b)
+    torch.testing.assert_close(evaluated.predict_action(obs, {"task": torch.zeros(2, dtype=torch.long)},
+                                                        generator=torch.Generator().manual_seed(0)), act)
 
 
 def test_bad_several_robot_mixtures_stop_in_one_line(two_robots, tmp_path):
