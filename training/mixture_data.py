@@ -224,6 +224,10 @@ def build_mixture_data(cfg: dict[str, Any]) -> tuple[MixtureDataModule, np.ndarr
         raise MixtureError(f"the stores of data.mixture differ in observation keys or action dimension (several "
                            f"robots), which needs per-embodiment layers around a transformer: use policy=mode or "
                            f"policy=dit, not {cfg['policy']['name']}")
+    if dm.several_robots and cfg["rollout_eval"]["every_n_steps"]:
+        raise MixtureError("rollout_eval during training runs every task with one policy, but this mixture has "
+                           "several robots; set rollout_eval.every_n_steps=0 and evaluate each robot after "
+                           "training: python eval_rollouts.py checkpoint=RUN_DIR store=NAME")
     for store, keys in zip(dm.stores, dm.keys_of):
         check_against_env_specs(store, keys)
     lang = None

@@ -152,6 +152,8 @@ def test_bad_several_robot_mixtures_stop_in_one_line(two_robots, tmp_path):
     for overrides, message in cases:
         with pytest.raises(MixtureError, match=message):
             train(compose_cfg("unused", "mode", overrides), tmp_path / "x")
+    with pytest.raises(MixtureError, match="several robots; set rollout_eval.every_n_steps=0"):
+        train(compose_cfg("unused", "mode", [*extra, "rollout_eval.every_n_steps=5"]), tmp_path / "x")
     with pytest.raises(MixtureError, match="use policy=mode or policy=dit, not cnn"):
         train(compose_cfg("unused", "cnn", extra), tmp_path / "x")
     assert not (tmp_path / "x").exists()
