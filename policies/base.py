@@ -73,7 +73,12 @@ class Policy(nn.Module):
 
         if name not in POLICY_REGISTRY:
             raise ValueError(f"unknown policy {name!r}; known: {', '.join(sorted(POLICY_REGISTRY))}")
-        return POLICY_REGISTRY[name](config, shape_meta, normalizer)
+        cls = POLICY_REGISTRY[name]
+        if "embodiments" in shape_meta:  # several robots: per-embodiment layers (policies/multi_embodiment.py)
+            from policies.multi_embodiment import multi_embodiment_class
+
+            cls = multi_embodiment_class(cls)
+        return cls(config, shape_meta, normalizer)
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, map_location: str = "cpu") -> Policy:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from data.mixture import MixtureError
 from data.store import StoreError
 from policies.base import CheckpointError
 from training.config_check import ConfigError
@@ -9,4 +10,4 @@ from training.demos import DatasetError
 from training.module import NonFiniteLoss
 
 USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, CheckpointError, DatasetError, StoreError,
-                                                NonFiniteLoss)
+                                                NonFiniteLoss, MixtureError)

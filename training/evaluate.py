@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rollouts.options import RolloutOptions
 from training import checkpoint
+from training.eval_store import policy_for_store, restrict_to_store
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
@@ -56,7 +57,7 @@ def evaluate(cfg: DictConfig | dict[str, Any], command: str | None = None) -> di
         raise EvalError(str(err)) from None
     ckpt_path, ckpt, tasks = _checkpoint(cfg)
     device = pick_device(cfg["device"])
-    policy = _build_policy(ckpt, ckpt_path, device)
+    policy = policy_for_store(_build_policy(ckpt, ckpt_path, device), ckpt)
     if cfg["precision"] != "fp32":
         from policies.quantize import quantize_policy
 
@@ -119,7 +120,7 @@ def _checkpoint(cfg: dict[str, Any]) -> tuple[Path, dict[str, Any], list[dict[st
         path = checkpoint.resolve_checkpoint(cfg["checkpoint"], cfg["outputs_dir"])
         if cfg["checkpoint"] == "latest":
             print(f"checkpoint=latest -> {path}")
-        ckpt = checkpoint.read_checkpoint(path)
+        ckpt = restrict_to_store(checkpoint.read_checkpoint(path), cfg.get("store"), path)  # a mixture's store
         tasks = checkpoint.check_evaluable(ckpt, path, own_factory=cfg["env_factory"] is not None)
     except checkpoint.CheckpointError as err:
         raise EvalError(str(err)) from None

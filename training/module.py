@@ -45,6 +45,17 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     return [{"params": decay_params, "weight_decay": weight_decay}, {"params": other, "weight_decay": 0.0}]
 
 
+def split_new_params(groups: list[dict[str, Any]], model: nn.Module, new_names: frozenset[str],
+                     new_lr: float) -> list[dict[str, Any]]:
+    """Each group split in two: the parameters named in `new_names` get their own learning rate."""
+    new_ids = {id(p) for n, p in model.named_parameters() if n in new_names}
+    out = []
+    for g in groups:
+        out.append({**g, "params": [p for p in g["params"] if id(p) not in new_ids]})
+        out.append({**g, "params": [p for p in g["params"] if id(p) in new_ids], "lr": new_lr})
+    return out
+
+
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> float:
     """LR multiplier: linear warm-up to 1, then cosine down to min_lr_ratio at total_steps."""
     if step < warmup_steps:
@@ -65,6 +76,9 @@ class PolicyModule(L.LightningModule):
         self.dataset_info = dict(dataset_info or {})
         self.val_sample_batches = val_sample_batches
         self.wandb_run_id: str | None = None
+        # Parameters a fine-tuning run did not copy from its init_from checkpoint (training/init_from.py):
+        # their learning rate is scaled by optim.new_param_lr_mult.
+        self.new_param_names: frozenset[str] = frozenset()
 
     def eval_weights(self) -> Policy:
         """The one answer to "which weights are evaluated": the EMA average when enabled, else the live
@@ -123,7 +137,11 @@ class PolicyModule(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         cfg = self.optim_cfg
-        opt = torch.optim.AdamW(param_groups(self.policy, cfg["weight_decay"]), lr=cfg["lr"],
+        groups = param_groups(self.policy, cfg["weight_decay"])
+        if self.new_param_names:
+            groups = split_new_params(groups, self.policy, self.new_param_names,
+                                      cfg["lr"] * cfg.get("new_param_lr_mult", 1.0))
+        opt = torch.optim.AdamW(groups, lr=cfg["lr"],
                                 betas=tuple(cfg["betas"]), eps=cfg.get("eps", 1e-8))
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda s: warmup_cosine(s, cfg["warmup_steps"], cfg["total_steps"], cfg["min_lr_ratio"])
@@ -154,7 +172,11 @@ class PolicyModule(L.LightningModule):
         to = policy.config["n_obs_steps"]
         target = batch["action"][:, to - 1 : to - 1 + pred.shape[1]]
         valid = ~batch["action_is_pad"][:, to - 1 : to - 1 + pred.shape[1]]
-        err = ((pred - target) ** 2).mean(-1)
+        if hasattr(policy, "action_dims"):  # several robots, actions padded: each row over its own dimensions
+            sq = (pred - target[..., : pred.shape[-1]]) ** 2
+            err = sq.sum(-1) / policy.action_dims(batch)[:, None]
+        else:
+            err = ((pred - target) ** 2).mean(-1)
         return (err * valid).sum() / valid.sum().clamp(min=1)
 
     # --- checkpoints ----------------------------------------------------------------------

@@ -16,8 +16,9 @@ import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import OmegaConf
 
-from training import checkpoint, demos, loggers, wiring
+from training import checkpoint, demos, init_from, loggers, wiring
 from training.config_check import check_train_config
+from training.mixture_data import build_mixture_data
 from training.threads import training_threads
 
 log = logging.getLogger("train")
@@ -56,6 +57,7 @@ def rollout_callbacks(cfg: dict[str, Any], info: dict[str, Any]) -> list:
 def train(cfg: dict[str, Any], run_dir: Path) -> Path:
     """Train as `cfg` says; returns the run directory (checkpoints/, config.yaml, logs)."""
     check_train_config(cfg)
+    init_from.check_before_build(cfg)
     quiet_known_warnings()
     torch.set_num_threads(training_threads(cfg["threads"]))
     L.seed_everything(cfg["seed"], workers=True, verbose=False)
@@ -68,11 +70,15 @@ def train(cfg: dict[str, Any], run_dir: Path) -> Path:
         run_dir = checkpoint.run_dir_of(ckpt_path)
         log.info("resuming %s from %s (step %d)", run_dir, ckpt_path, ckpt["global_step"])
         del ckpt
-    demos.ensure_dataset(cfg["task"])
-    lang = demos.language_table(cfg["task"], cfg["data"]["cache_dir"])
-    dm = wiring.build_datamodule(cfg, lang_dim=0 if lang is None else int(lang.shape[1]))
-    demos.check_against_env_specs(dm.store, dm.obs_keys)
+    if cfg["data"]["mixture"]:  # several stores (training/mixture_data.py); none is generated
+        dm, lang = build_mixture_data(cfg)
+    else:
+        demos.ensure_dataset(cfg["task"])
+        lang = demos.language_table(cfg["task"], cfg["data"]["cache_dir"])
+        dm = wiring.build_datamodule(cfg, lang_dim=0 if lang is None else int(lang.shape[1]))
+        demos.check_against_env_specs(dm.store, dm.obs_keys)
     module = wiring.build_module(cfg, dm, lang)
+    init_from.prepare_finetuning(module, cfg, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     logger = loggers.build_logger(cfg, run_dir, run_id, resume_step)
     module.wandb_run_id = loggers.wandb_run_id(logger)

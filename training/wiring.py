@@ -39,6 +39,8 @@ def build_datamodule(cfg: dict[str, Any], lang_dim: int = 0) -> DemoDataModule:
 
 def dataset_info(dm: DemoDataModule) -> dict[str, Any]:
     """What evaluation needs from the dataset, saved in every checkpoint."""
+    if hasattr(dm, "dataset_info"):  # a mixture (training/mixture_data.py) says it itself
+        return dm.dataset_info()
     return {"path": os.path.abspath(dm.store.path), "tasks": dm.store.tasks,
             "demo_seeds": [int(s) for s in dm.store.episode_seed], "obs_keys": dm.obs_keys}
 
@@ -54,8 +56,9 @@ def build_module(cfg: dict[str, Any], dm: DemoDataModule, lang_table=None) -> Po
     if bad:  # NaN/inf in the data poison the statistics and then every loss: name the data, not the optimiser
         from training.demos import DatasetError
 
-        raise DatasetError(f"{dm.store.path}: the training episodes of {bad} hold NaN or inf; find them with "
-                           f"`python -m data.inspect {dm.store.path} --check`, then regenerate, re-convert or "
+        where, store = (dm.label(), "STORE") if hasattr(dm, "label") else (dm.store.path, dm.store.path)
+        raise DatasetError(f"{where}: the training episodes of {bad} hold NaN or inf; find them with "
+                           f"`python -m data.inspect {store} --check`, then regenerate, re-convert or "
                            "drop those episodes")
     policy = Policy.build(cfg["policy"]["name"], policy_config(cfg), shape_meta, normalizer)
     if lang_table is not None:
