@@ -55,13 +55,21 @@ def broken_links(path: Path) -> list[str]:
 # --- commands ----------------------------------------------------------------------------------------
 
 def quoted_commands(path: Path) -> list[str]:
-    """The command lines of the ```bash blocks: continuation lines joined, comments dropped, `a && b` split."""
+    """The command lines of the ```bash blocks: continuation lines and quotes over several lines joined,
+    comments dropped, `a && b` split."""
     out = []
     for lang, body in FENCE.findall(path.read_text()):
         if lang not in ("bash", "sh"):
             continue
+        pending = ""
         for line in body.replace("\\\n", " ").splitlines():
-            words = shlex.split(line, comments=True)
+            pending += line
+            try:
+                words = shlex.split(pending, comments=True)
+            except ValueError:  # a quoted argument that goes on over the next line
+                pending += "\n"
+                continue
+            pending = ""
             command: list[str] = []
             for w in [*words, "&&"]:
                 if w in ("&&", "&", ";"):
@@ -214,6 +222,9 @@ def check_command(command: str) -> None:
         return check_make(args)
     if head == "bash":
         assert (ROOT / args[0]).is_file(), f"{args[0]} does not exist"
+        syntax = subprocess.run(["bash", "-n", str(ROOT / args[0])], capture_output=True, text=True, timeout=30)
+        if syntax.returncode:
+            raise ValueError(f"{args[0]}: {syntax.stderr.strip()}")
         return None
     if head in ("source", "pip", "python3.11", "wandb"):
         return None  # the shell's and pip's own commands
