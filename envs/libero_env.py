@@ -6,8 +6,8 @@ Observations (the same keys as a store converted from the official LIBERO datase
     ee_pos [3], ee_ori [3] (axis-angle), ee_states [6], gripper_states [2], joint_states [7]
         computed as LIBERO's scripts/create_dataset.py computes the datasets' keys;
     any LIBERO observation by its own name (robot0_eef_quat, object-state, <object>_pos, ...);
-    <camera>_image: agentview_image, eye_in_hand_image, upright (OpenGL frames flipped vertically,
-        as data.convert flips the datasets' frames).
+    <camera>_image for the spec's cameras agentview, eye_in_hand (LIBERO's robot0_eye_in_hand), upright
+        (OpenGL frames flipped vertically, as data.convert flips the datasets' frames).
 Actions: 7-D OSC_POSE deltas in [-1, 1], gripper -1 open / +1 close, 20 Hz.
 
 Start states (reset): the spec's `init_state` when set; else `options["task_episode"]` k (what the
@@ -24,17 +24,12 @@ import gymnasium as gym
 import numpy as np
 
 from envs.libero_process import LiberoProcess
-from envs.libero_tasks import DEFAULT_STATE_KEYS, SETTLE_STEPS, task_entry
+from envs.libero_tasks import CAMERAS, DEFAULT_STATE_KEYS, SETTLE_STEPS, task_entry
 from envs.seeds import EVAL_SEED_START
 from envs.spec import EnvSpec
 
 PERTURB_XY = 0.015  # metres: object displacement of demonstration start states
 VIDEO_SIZE = 256
-
-
-def camera_key(camera: str) -> str:
-    """The observation key of a LIBERO camera: robot0_eye_in_hand -> eye_in_hand_image (the datasets' name)."""
-    return f"{camera.removeprefix('robot0_')}_image"
 
 
 class LiberoEnv(gym.Env):
@@ -47,10 +42,14 @@ class LiberoEnv(gym.Env):
         self.env_spec = spec
         self.n_init_states = int(task_entry(spec.suite, spec.task)["n_init_states"])
         self.state_keys = list(spec.state_keys) or list(DEFAULT_STATE_KEYS)
+        unknown = [c for c in spec.cameras if c not in CAMERAS]
+        if unknown:
+            raise ValueError(f"unknown LIBERO camera(s) {unknown}; known: {', '.join(CAMERAS)}")
         self._proc = LiberoProcess()
         try:
-            info, _ = self._proc.request("make", suite=spec.suite, task=spec.task, cameras=list(spec.cameras),
-                                         image_size=spec.image_size, seed=spec.seed)
+            info, _ = self._proc.request("make", suite=spec.suite, task=spec.task,
+                                         cameras=[CAMERAS[c] for c in spec.cameras], image_size=spec.image_size,
+                                         seed=spec.seed)
             self.instruction: str = info["instruction"]
             self.task_info = info  # goal predicates, object and fixture names (for scripted experts)
             _, raw = self._proc.request("reset", init_state=0, settle_steps=0)
@@ -76,7 +75,7 @@ class LiberoEnv(gym.Env):
     def _convert(self, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         obs = {k: raw[k] for k in self.state_keys}
         for cam in self.env_spec.cameras:
-            obs[camera_key(cam)] = raw[camera_key(cam)]
+            obs[f"{cam}_image"] = raw[f"{cam}_image"]
         return obs
 
     def start_state(self, seed: int, options: dict | None) -> tuple[int, int | None]:
@@ -116,7 +115,7 @@ class LiberoEnv(gym.Env):
         """An upright RGB frame (size x size) from `camera` (default: the first obs camera or agentview).
         `quality` is accepted for the interface; LIBERO renders at its own settings."""
         camera = camera or (self.env_spec.cameras[0] if self.env_spec.cameras else "agentview")
-        _, out = self._proc.request("render", camera=camera, size=int(size))
+        _, out = self._proc.request("render", camera=CAMERAS.get(camera, camera), size=int(size))
         return out["frame"]
 
     # --- for demonstrations, conversion checks and tests ------------------------------------------
@@ -129,7 +128,8 @@ class LiberoEnv(gym.Env):
         return self._convert(self._proc.request("set_state", {"state": np.asarray(state, np.float64)})[1])
 
     def raw_observation(self) -> dict[str, np.ndarray]:
-        """LIBERO's own observation of the current state, as LIBERO delivers it (frames upside down)."""
+        """LIBERO's own observation from the last reset/step/observe_state, as LIBERO delivered it (all its keys,
+        frames upside down): what LIBERO's dataset scripts record."""
         return self._proc.request("raw")[1]
 
     def scene(self) -> dict[str, np.ndarray]:

@@ -9,7 +9,7 @@ numeric arrays, nothing pickled), one request, one reply:
     reset    {init_state, perturb_seed, perturb_xy, settle_steps}  -> observation
     step     {} + array "action"                       -> observation, {reward, success}
     render   {camera, size}                            -> array "frame" (upright)
-    raw      {}                                        -> LIBERO's own observation dict, as it renders (upside down)
+    raw      {}                                        -> LIBERO's own last observation dict (frames upside down)
     scene    {}                                        -> privileged poses for scripted experts
     get_state / set_state (array "state")              -> flat MuJoCo state [time, qpos, qvel]
     catalog  {suites}                                  -> every task of those suites (name, instruction, init states)
@@ -33,9 +33,6 @@ from typing import Any
 import numpy as np
 
 from envs.libero_wire import read_message, write_message
-
-# The official datasets' robot-state keys (LIBERO scripts/create_dataset.py), from the live observation.
-CAMERA_KEYS = {"agentview": "agentview_image", "robot0_eye_in_hand": "robot0_eye_in_hand_image"}
 
 
 def _die_with_parent() -> None:
@@ -69,6 +66,7 @@ class Server:
         self.cameras: list[str] = []
         self.init_states: np.ndarray | None = None
         self.task = None
+        self.last_raw: dict[str, Any] = {}  # LIBERO's observation from the last reset/step, as it delivered it
 
     # --- requests -------------------------------------------------------------------------------
     def make(self, h: dict[str, Any], a: dict) -> tuple[dict, dict]:
@@ -106,6 +104,7 @@ class Server:
     def observe(self, raw: dict[str, Any]) -> dict[str, np.ndarray]:
         import robosuite.utils.transform_utils as T
 
+        self.last_raw = raw
         obs: dict[str, np.ndarray] = {}
         for k, v in raw.items():
             if k.endswith("_image"):
@@ -131,6 +130,13 @@ class Server:
         state = self.init_states[k].copy()
         if h.get("perturb_seed") is not None:
             state = self._perturbed(state, int(h["perturb_seed"]), float(h["perturb_xy"]))
+        # Without LIBERO's hard reset two things outlive an episode that the flat state does not hold: the
+        # solver's warm start and the gripper's accumulated command (robosuite grippers integrate their
+        # action). Left over, they make two episodes from one init state differ. Both start as after a hard
+        # reset (the reference evaluation's), so an episode does not depend on what its worker ran before.
+        self.env.sim.data.qacc_warmstart[:] = 0
+        for robot in self.env.env.robots:
+            robot.gripper.current_action = np.zeros_like(robot.gripper.current_action)
         raw = self.env.set_init_state(state)
         settle = np.zeros(7)
         settle[-1] = -1.0  # no motion, gripper open: the reference scripts' dummy action
@@ -163,10 +169,7 @@ class Server:
         return {}, {"frame": np.ascontiguousarray(np.asarray(frame, dtype=np.uint8)[::-1])}
 
     def raw(self, h: dict[str, Any], a: dict) -> tuple[dict, dict]:
-        inner = self.env.env
-        inner._update_observables(force=True)
-        raw = inner._get_observations(force_update=True)
-        return {}, {k: np.asarray(v) for k, v in raw.items()}
+        return {}, {k: np.asarray(v) for k, v in self.last_raw.items()}
 
     def scene(self, h: dict[str, Any], a: dict) -> tuple[dict, dict]:
         """Poses of every body and site, and each body's collision-geom bounding box (world z range)."""
@@ -264,6 +267,10 @@ def main() -> None:
     sys.stdout = open(os.devnull, "w")
     _quiet()
     serve(sys.stdin.buffer, replies)
+    replies.flush()
+    # Skip the interpreter's teardown: robosuite's GL contexts free themselves in __del__ after the EGL display
+    # is gone and print tracebacks; the process's memory and contexts go with it anyway.
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -27,10 +27,14 @@ SUITES = ("libero_spatial", "libero_object", "libero_goal", "libero_10", "libero
 # Max episode lengths of the reference evaluation (openvla experiments/robot/libero/run_libero_eval.py).
 MAX_STEPS = {"libero_spatial": 220, "libero_object": 280, "libero_goal": 300, "libero_10": 520, "libero_90": 400}
 SETTLE_STEPS = 10  # num_steps_wait of the same scripts
-LIBERO_CAMERAS = ("agentview", "robot0_eye_in_hand")
+# Spec camera names (the datasets': agentview_rgb, eye_in_hand_rgb) -> LIBERO's camera names. Observations
+# are `<spec camera>_image`, the keys data.convert gives the datasets' frames.
+CAMERAS = {"agentview": "agentview", "eye_in_hand": "robot0_eye_in_hand"}
+LIBERO_CAMERAS = tuple(CAMERAS)
 IMAGE_SIZE = 128  # the official datasets' frames are 128x128
 # The official datasets' robot-state keys; the live env computes the same from its observation.
 DEFAULT_STATE_KEYS = ("ee_pos", "ee_ori", "gripper_states", "joint_states")
+DATASET_STATE_KEYS = ("ee_pos", "ee_ori", "ee_states", "gripper_states", "joint_states")  # all the datasets have
 
 
 @functools.cache
