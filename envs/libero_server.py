@@ -172,7 +172,8 @@ class Server:
         return {}, {k: np.asarray(v) for k, v in self.last_raw.items()}
 
     def scene(self, h: dict[str, Any], a: dict) -> tuple[dict, dict]:
-        """Poses of every body and site, and each body's collision-geom bounding box (world z range)."""
+        """Poses of every body and site, and each body's collision-geom bounding box (world axes), for scripted
+        experts; the gripper's joint positions as "gripper:qpos"."""
         import mujoco
 
         model, data = self.env.sim.model._model, self.env.sim.data._data
@@ -186,8 +187,10 @@ class Server:
             name = mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_SITE, s)
             if name:
                 out[f"site:{name}:pos"] = data.site_xpos[s].copy()
+                out[f"site:{name}:mat"] = data.site_xmat[s].reshape(3, 3).copy()
         lo = {b: np.full(3, np.inf) for b in range(model.nbody)}
         hi = {b: np.full(3, -np.inf) for b in range(model.nbody)}
+        biggest: dict[int, tuple[float, float]] = {}  # body -> (volume, yaw of the long horizontal axis)
         for g in range(model.ngeom):
             if model.geom_contype[g] == 0 and model.geom_conaffinity[g] == 0:
                 continue  # visual only
@@ -201,10 +204,20 @@ class Server:
             ext = np.abs(rot) @ half
             lo[root] = np.minimum(lo[root], c - ext)
             hi[root] = np.maximum(hi[root], c + ext)
+            # The footprint's long axis (of the body's biggest collision geom): grippers close across it.
+            axes = rot * half  # columns: the geom's half-extent vectors in the world
+            flat = np.linalg.norm(axes[:2], axis=0)
+            long = int(np.argmax(flat * (np.abs(axes[2]) < flat + 1e-9)))
+            volume = float(np.prod(2 * half))
+            if volume > biggest.get(root, (-1.0, 0.0))[0]:
+                biggest[root] = (volume, float(np.arctan2(axes[1, long], axes[0, long])))
         for b in lo:
             name = mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_BODY, b)
             if name and np.isfinite(lo[b]).all():
                 out[f"box:{name}:lo"], out[f"box:{name}:hi"] = lo[b], hi[b]
+                out[f"box:{name}:long_yaw"] = np.array([biggest[b][1]])
+        robot = self.env.env.robots[0]
+        out["gripper:qpos"] = np.asarray(data.qpos[robot._ref_gripper_joint_pos_indexes], dtype=np.float64)
         return {}, out
 
     def get_state(self, h: dict[str, Any], a: dict) -> tuple[dict, dict]:

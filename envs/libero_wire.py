@@ -27,7 +27,7 @@ class WireError(RuntimeError):
 
 def write_message(stream: BinaryIO, header: dict[str, Any], arrays: dict[str, np.ndarray] | None = None) -> None:
     """Send `header` (JSON-able, without the key "arrays") and `arrays` as one message."""
-    arrays = {k: np.ascontiguousarray(v) for k, v in (arrays or {}).items()}
+    arrays = {k: np.asarray(v, order="C") for k, v in (arrays or {}).items()}  # (ascontiguousarray makes 0-d 1-d)
     specs = []
     for name, a in arrays.items():
         if a.dtype.name not in ALLOWED_DTYPES:
