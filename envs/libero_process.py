@@ -54,8 +54,11 @@ class LiberoProcess:
         # Only this repository on the path: the child must import envs/libero_server.py and nothing else of ours.
         env["PYTHONPATH"] = REPO_ROOT
         env.pop("PYTHONHOME", None)
+        # A session of its own: a terminal's Ctrl-C reaches the process group of the parent, which closes this
+        # process (as every env worker's parent does); it never lands in the simulator half-way through a step.
+        # A parent that dies outright takes it along (parent-death signal, set by the server).
         self.proc = subprocess.Popen([python, "-s", "-m", "envs.libero_server"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, env=env, cwd=REPO_ROOT)
+                                     stdout=subprocess.PIPE, env=env, cwd=REPO_ROOT, start_new_session=True)
 
     def request(self, cmd: str, arrays: dict[str, np.ndarray] | None = None,
                 **fields: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
