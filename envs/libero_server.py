@@ -190,7 +190,8 @@ class Server:
                 out[f"site:{name}:mat"] = data.site_xmat[s].reshape(3, 3).copy()
         lo = {b: np.full(3, np.inf) for b in range(model.nbody)}
         hi = {b: np.full(3, -np.inf) for b in range(model.nbody)}
-        biggest: dict[int, tuple[float, float]] = {}  # body -> (volume, yaw of the long horizontal axis)
+        # body -> (volume, yaw of the long horizontal axis, its half length, the short half width)
+        biggest: dict[int, tuple[float, ...]] = {}
         for g in range(model.ngeom):
             if model.geom_contype[g] == 0 and model.geom_conaffinity[g] == 0:
                 continue  # visual only
@@ -209,13 +210,16 @@ class Server:
             flat = np.linalg.norm(axes[:2], axis=0)
             long = int(np.argmax(flat * (np.abs(axes[2]) < flat + 1e-9)))
             volume = float(np.prod(2 * half))
-            if volume > biggest.get(root, (-1.0, 0.0))[0]:
-                biggest[root] = (volume, float(np.arctan2(axes[1, long], axes[0, long])))
+            if volume > biggest.get(root, (-1.0,))[0]:
+                horizontal = np.argsort(-flat)[:2]  # the two most horizontal extents: long, then short
+                biggest[root] = (volume, float(np.arctan2(axes[1, long], axes[0, long])),
+                                 float(flat[horizontal[0]]), float(flat[horizontal[1]]))
         for b in lo:
             name = mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_BODY, b)
             if name and np.isfinite(lo[b]).all():
                 out[f"box:{name}:lo"], out[f"box:{name}:hi"] = lo[b], hi[b]
                 out[f"box:{name}:long_yaw"] = np.array([biggest[b][1]])
+                out[f"box:{name}:half_sizes"] = np.array(biggest[b][2:])
         robot = self.env.env.robots[0]
         out["gripper:qpos"] = np.asarray(data.qpos[robot._ref_gripper_joint_pos_indexes], dtype=np.float64)
         return {}, out

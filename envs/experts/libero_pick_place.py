@@ -18,6 +18,11 @@ from envs.experts.robosuite_base import CLOSE, OPEN, POS_SCALE, ROT_SCALE, rot_z
 
 ABOVE, DESCEND, GRASP, LIFT, CARRY, LOWER, RELEASE, RETREAT = range(8)
 EEF_SITE = "gripper0_grip_site"
+GRASP_TURNS = np.radians([0, 15, -15, 30, -30, 40, -40])  # extra turns of the hand tried at the grasp
+MAX_GRASP_WIDTH = 0.07  # metres of footprint between the fingers (the Panda opens 8 cm)
+PALM_HALF_LENGTH = 0.1  # the hand's half length along the finger axis
+PALM_HEIGHT = 0.04  # the palm's lowest point above the grip site
+PALM_CLEARANCE = 0.03  # clearances above this are all as good
 
 
 def pick_place_goal(goal: list) -> tuple[str, str, str]:
@@ -66,6 +71,9 @@ class LiberoPickPlaceExpert:
         seed = env.episode_seed if env.episode_seed is not None else 0
         self.rng = np.random.default_rng([seed, 11])
         self.scene = env.scene()
+        owner = self.target.removesuffix("_contain_region")
+        self.others = [o for o in env.task_info["objects"] if o not in (self.obj, owner)
+                       and f"box:{self._body(o)}:lo" in self.scene]
         self.home_mat = self.scene[f"site:{EEF_SITE}:mat"]
         lo, hi = self._box(self.obj)
         self.obj_height = float(hi[2] - lo[2])
@@ -80,13 +88,40 @@ class LiberoPickPlaceExpert:
     def _next(self) -> None:
         self.phase, self.phase_steps = self.phase + 1, 0
 
-    def _grasp_mat(self) -> np.ndarray:
+    def _grasp_mat(self, grasp: np.ndarray) -> np.ndarray:
         """The hand turned about z so that its fingers (closing along the grip site's x axis) close across the
-        object's footprint, by the smaller turn (a footprint looks alike every half turn)."""
-        long_yaw = float(self.scene[f"box:{self._body(self.obj)}:long_yaw"][0])
+        object's footprint, turned further (up to GRASP_TURNS) where that keeps the palm clear of tall
+        neighbours and the footprint still fits between the fingers; the smaller turn of a half turn."""
+        body = self._body(self.obj)
+        long_yaw = float(self.scene[f"box:{body}:long_yaw"][0])
+        half_long, half_short = self.scene[f"box:{body}:half_sizes"]
+        best, best_score = 0.0, -np.inf
+        for turn in GRASP_TURNS:
+            width = 2 * (abs(half_short * np.cos(turn)) + abs(half_long * np.sin(turn)))
+            if width > MAX_GRASP_WIDTH:
+                continue
+            fingers = long_yaw + np.pi / 2 + turn  # direction the fingers close along
+            score = min(self._palm_clearance(grasp, fingers), PALM_CLEARANCE) - 1e-3 * abs(turn)
+            if score > best_score:
+                best, best_score = turn, score
         eef_mat = self.scene[f"site:{EEF_SITE}:mat"]
-        dyaw = wrap(long_yaw + np.pi / 2 - yaw_of(eef_mat), np.pi)
+        dyaw = wrap(long_yaw + np.pi / 2 + best - yaw_of(eef_mat), np.pi)
         return rot_z(dyaw) @ eef_mat
+
+    def _palm_clearance(self, grasp: np.ndarray, yaw: float) -> float:
+        """Distance in xy from the palm (a segment along the finger axis) to the nearest other object that
+        reaches above the palm's lowest point at this grasp."""
+        direction = np.array([np.cos(yaw), np.sin(yaw)])
+        ends = [grasp[:2] - PALM_HALF_LENGTH * direction, grasp[:2] + PALM_HALF_LENGTH * direction]
+        nearest = np.inf
+        for other in self.others:
+            lo, hi = self._box(other)
+            if hi[2] < grasp[2] + PALM_HEIGHT:
+                continue
+            samples = np.linspace(ends[0], ends[1], 9)
+            gaps = np.maximum(np.maximum(lo[:2] - samples, samples - hi[:2]), 0.0)
+            nearest = min(nearest, float(np.min(np.linalg.norm(gaps, axis=1))))
+        return nearest
 
     def _action(self, target: np.ndarray, mat: np.ndarray, gripper: float, speed: float | None = None) -> np.ndarray:
         eef, eef_mat = self.scene[f"site:{EEF_SITE}:pos"], self.scene[f"site:{EEF_SITE}:mat"]
@@ -112,7 +147,7 @@ class LiberoPickPlaceExpert:
         goal_xy, goal_top = self._target_xy_top()
         carry_z = self.carry_z
         if self.phase == ABOVE:
-            self.mat = self._grasp_mat()
+            self.mat = self._grasp_mat(grasp)
             target = grasp + [0, 0, self.hover]
             if np.linalg.norm(target - eef) < 0.015 or self.phase_steps > 80:
                 self._next()

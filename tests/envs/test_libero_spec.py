@@ -108,3 +108,20 @@ def test_rotated_frames_get_no_env_spec(tmp_path, capsys) -> None:
     store = convert([str(path)], str(tmp_path / "s.zarr"), progress=False, flip="rot180")
     assert store.tasks[0]["env_spec"] == {}
     assert "flip=rot180: the live env delivers frames flipped vertically" in capsys.readouterr().err
+
+
+def test_evaluating_a_libero_checkpoint_without_the_environment_names_the_make_target(tmp_path, monkeypatch) -> None:
+    from eval_rollouts import EvalError, evaluate, load_config
+    from policies.base import POLICY_REGISTRY
+    from tests import eval_fakes
+
+    eval_fakes.register()
+    try:
+        spec = libero_spec("libero_object", 2).to_dict()
+        ckpt = eval_fakes.write_checkpoint(tmp_path / "libero.ckpt", [{"name": spec["task"], "env_spec": spec}])
+        monkeypatch.setenv(libero_process.LIBERO_PYTHON_VAR, str(tmp_path / "no-python"))
+        config = load_config([f"checkpoint={ckpt}", "logger=none", "progress=false", "env_factory=null"])
+        with pytest.raises(EvalError, match=f"task '{spec['task']}': the LIBERO simulator .* run `make libero-env`"):
+            evaluate(config)
+    finally:
+        POLICY_REGISTRY.pop(eval_fakes.POLICY_NAME, None)
