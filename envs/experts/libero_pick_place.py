@@ -19,10 +19,11 @@ from envs.experts.robosuite_base import CLOSE, OPEN, POS_SCALE, ROT_SCALE, rot_z
 ABOVE, DESCEND, GRASP, LIFT, CARRY, LOWER, RELEASE, RETREAT = range(8)
 EEF_SITE = "gripper0_grip_site"
 GRASP_TURNS = np.radians([0, 15, -15, 30, -30, 40, -40])  # extra turns of the hand tried at the grasp
+GRASP_SHIFTS = (0.0, 0.012, -0.012, 0.024, -0.024)  # metres along a long object's axis
 MAX_GRASP_WIDTH = 0.07  # metres of footprint between the fingers (the Panda opens 8 cm)
 PALM_HALF_LENGTH = 0.1  # the hand's half length along the finger axis
 PALM_HEIGHT = 0.04  # the palm's lowest point above the grip site
-PALM_CLEARANCE = 0.03  # clearances above this are all as good
+PALM_CLEARANCE = 0.06  # clearances above this are all as good (the palm is ~6 cm thick)
 
 
 def pick_place_goal(goal: list) -> tuple[str, str, str]:
@@ -88,25 +89,32 @@ class LiberoPickPlaceExpert:
     def _next(self) -> None:
         self.phase, self.phase_steps = self.phase + 1, 0
 
-    def _grasp_mat(self, grasp: np.ndarray) -> np.ndarray:
-        """The hand turned about z so that its fingers (closing along the grip site's x axis) close across the
-        object's footprint, turned further (up to GRASP_TURNS) where that keeps the palm clear of tall
-        neighbours and the footprint still fits between the fingers; the smaller turn of a half turn."""
+    def _grasp_choice(self, grasp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(hand orientation, xy shift of the grasp point). The fingers (closing along the grip site's x axis)
+        close across the object's footprint; where the palm would touch a tall neighbour, the hand turns (up to
+        GRASP_TURNS, while the footprint still fits between the fingers) and the grasp slides along a long
+        object (GRASP_SHIFTS), whichever keeps the palm clearest with the least change."""
         body = self._body(self.obj)
         long_yaw = float(self.scene[f"box:{body}:long_yaw"][0])
         half_long, half_short = self.scene[f"box:{body}:half_sizes"]
-        best, best_score = 0.0, -np.inf
+        along = np.array([np.cos(long_yaw), np.sin(long_yaw)])
+        best, best_score = (0.0, np.zeros(2)), -np.inf
         for turn in GRASP_TURNS:
             width = 2 * (abs(half_short * np.cos(turn)) + abs(half_long * np.sin(turn)))
             if width > MAX_GRASP_WIDTH:
                 continue
-            fingers = long_yaw + np.pi / 2 + turn  # direction the fingers close along
-            score = min(self._palm_clearance(grasp, fingers), PALM_CLEARANCE) - 1e-3 * abs(turn)
-            if score > best_score:
-                best, best_score = turn, score
+            for shift in GRASP_SHIFTS:
+                if abs(shift) > half_long - 0.015:  # keep the fingers on the object
+                    continue
+                fingers = long_yaw + np.pi / 2 + turn  # direction the fingers close along
+                point = grasp.copy()
+                point[:2] += shift * along
+                score = min(self._palm_clearance(point, fingers), PALM_CLEARANCE) - 1e-3 * abs(turn) - 0.05 * abs(shift)
+                if score > best_score:
+                    best, best_score = (turn, shift * along), score
         eef_mat = self.scene[f"site:{EEF_SITE}:mat"]
-        dyaw = wrap(long_yaw + np.pi / 2 + best - yaw_of(eef_mat), np.pi)
-        return rot_z(dyaw) @ eef_mat
+        dyaw = wrap(long_yaw + np.pi / 2 + best[0] - yaw_of(eef_mat), np.pi)
+        return rot_z(dyaw) @ eef_mat, best[1]
 
     def _palm_clearance(self, grasp: np.ndarray, yaw: float) -> float:
         """Distance in xy from the palm (a segment along the finger axis) to the nearest other object that
@@ -144,10 +152,13 @@ class LiberoPickPlaceExpert:
         lo, hi = self._box(self.obj)
         center = 0.5 * (lo + hi)
         grasp = np.array([center[0], center[1], hi[2] - self.grasp_depth])
+        if self.phase == ABOVE:
+            self.mat, self.shift = self._grasp_choice(grasp)
+        if self.phase <= GRASP:
+            grasp[:2] += self.shift
         goal_xy, goal_top = self._target_xy_top()
         carry_z = self.carry_z
         if self.phase == ABOVE:
-            self.mat = self._grasp_mat(grasp)
             target = grasp + [0, 0, self.hover]
             if np.linalg.norm(target - eef) < 0.015 or self.phase_steps > 80:
                 self._next()
