@@ -3,6 +3,7 @@
     python benchmarks/libero_expert_success.py --suite libero_object --episodes 10
     python benchmarks/libero_expert_success.py --suite libero_spatial --tasks 0,4 --episodes 5
     python benchmarks/libero_expert_success.py --quick      # 2 libero_object tasks, 2 episodes
+    python benchmarks/libero_expert_success.py --table benchmarks/results/libero_expert-cpu.jsonl  # markdown
 
 Episodes use the seeds data.generate uses (0, 1, 2, ...): start states are the task's benchmark init
 states (seed mod 50) with the objects moved by up to envs.libero_env.PERTURB_XY, never the evaluation's
@@ -71,13 +72,34 @@ def task_success(suite: str, index: int, seeds: list[int]) -> None:
         env.close()
 
 
+def table(path: str) -> str:
+    """The markdown table of a results file (docs/libero.md shows it)."""
+    rows = ["| task | success | episodes | failed seeds | mean steps |", "|---|---|---|---|---|"]
+    with open(path) as f:
+        for item in map(json.loads, f):
+            if item.get("bench") != BENCH:
+                continue
+            if item["value"] is None:
+                rows.append(f"| {item['case']} {item['task']} | not handled: {item['skipped']} | | | |")
+                continue
+            ok = round(item["value"] * item["n_episodes"])
+            steps = f"{item['mean_episode_length']:.0f}" if item["mean_episode_length"] else "-"
+            rows.append(f"| {item['case']} {item['task']} | {ok}/{item['n_episodes']} | {item['n_episodes']} | "
+                        f"{item['failed_seeds'] or '-'} | {steps} |")
+    return "\n".join(rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--suite", default="libero_object")
     parser.add_argument("--tasks", default=None, help="comma-separated task ids (default: all of the suite)")
     parser.add_argument("--episodes", type=int, default=10, help="episodes per task (seeds 0..n-1)")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--table", default=None, help="print the markdown table of a results file and exit")
     args = parser.parse_args()
+    if args.table:
+        print(table(args.table))
+        return
     if args.quick:
         args.suite, args.tasks, args.episodes = "libero_object", "0,1", 2
     n_tasks = len(resolve_tasks(args.suite)) if "/" not in args.suite else 1

@@ -23,6 +23,9 @@ GRASP_SHIFTS = (0.0, 0.012, -0.012, 0.024, -0.024)  # metres along a long object
 MAX_GRASP_WIDTH = 0.07  # metres of footprint between the fingers (the Panda opens 8 cm)
 PALM_HALF_LENGTH = 0.1  # the hand's half length along the finger axis
 PALM_HEIGHT = 0.04  # the palm's lowest point above the grip site
+RIM_DEPTH = 0.015  # grip a bowl's rim this far below its top
+RIM_INSET = 0.012  # from the bowl's outer edge to the middle of its rim
+RIM_DIRECTIONS = np.radians(np.arange(0, 360, 45))
 PALM_CLEARANCE = 0.06  # clearances above this are all as good (the palm is ~6 cm thick)
 
 
@@ -80,6 +83,10 @@ class LiberoPickPlaceExpert:
         self.obj_height = float(hi[2] - lo[2])
         # Grip a tall object 3.5 cm below its top, a flat one at half its height.
         self.grasp_depth = min(0.035, 0.5 * self.obj_height)
+        # A bowl is hollow: its middle holds nothing to close on, so the hand takes the rim.
+        self.rim = "bowl" in self.obj
+        if self.rim:
+            self.grasp_depth = RIM_DEPTH
         # Carry high enough for the object's bottom to clear the target's top, fixed for the episode.
         _, goal_top = self._target_xy_top()
         grasp_z = float(hi[2]) - self.grasp_depth
@@ -114,6 +121,23 @@ class LiberoPickPlaceExpert:
                     best, best_score = (turn, shift * along), score
         eef_mat = self.scene[f"site:{EEF_SITE}:mat"]
         dyaw = wrap(long_yaw + np.pi / 2 + best[0] - yaw_of(eef_mat), np.pi)
+        return rot_z(dyaw) @ eef_mat, best[1]
+
+    def _rim_choice(self, grasp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(hand orientation, xy shift to the rim) for a bowl: fingers closing across the rim (along the radius),
+        on the side (of RIM_DIRECTIONS) where the palm stays clearest, preferring the robot's side (-x)."""
+        lo, hi = self._box(self.obj)
+        radius = 0.5 * float(min(hi[0] - lo[0], hi[1] - lo[1])) - RIM_INSET
+        best, best_score = (0.0, np.zeros(2)), -np.inf
+        for angle in RIM_DIRECTIONS:
+            radial = np.array([np.cos(angle), np.sin(angle)])
+            point = grasp.copy()
+            point[:2] += radius * radial
+            score = min(self._palm_clearance(point, angle), PALM_CLEARANCE) - 1e-3 * radial[0]
+            if score > best_score:
+                best, best_score = (angle, radius * radial), score
+        eef_mat = self.scene[f"site:{EEF_SITE}:mat"]
+        dyaw = wrap(best[0] - yaw_of(eef_mat), np.pi)
         return rot_z(dyaw) @ eef_mat, best[1]
 
     def _palm_clearance(self, grasp: np.ndarray, yaw: float) -> float:
@@ -153,7 +177,7 @@ class LiberoPickPlaceExpert:
         center = 0.5 * (lo + hi)
         grasp = np.array([center[0], center[1], hi[2] - self.grasp_depth])
         if self.phase == ABOVE:
-            self.mat, self.shift = self._grasp_choice(grasp)
+            self.mat, self.shift = self._rim_choice(grasp) if self.rim else self._grasp_choice(grasp)
         if self.phase <= GRASP:
             grasp[:2] += self.shift
         goal_xy, goal_top = self._target_xy_top()
