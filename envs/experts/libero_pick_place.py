@@ -4,7 +4,9 @@ predicate (every LIBERO-Object task, most LIBERO-Spatial ones), with privileged 
 The simulator runs in another process (envs/libero_env.py); the expert reads it through `env.scene()`
 once per step: the grip site's pose, every body's pose and the world bounding box of its collision
 geoms, the target site. Phases: above the object -> down to a grasp height taken from its collision
-box -> close -> lift -> carry above the target -> lower -> open -> retreat. It acts in LIBERO's
+box -> close -> lift -> carry above the target -> lower -> open -> retreat. The fingers close across the
+object's footprint; where the palm would touch a tall neighbour the hand turns or the grasp slides along a
+long object; a bowl is taken by its rim. It acts in LIBERO's
 OSC_POSE deltas (robosuite 1.4: +-5 cm and +-0.5 rad per unit, world-frame rotations), so
 envs/experts/robosuite_base.py's scales and P-control apply.
 """
@@ -78,7 +80,6 @@ class LiberoPickPlaceExpert:
         owner = self.target.removesuffix("_contain_region")
         self.others = [o for o in env.task_info["objects"] if o not in (self.obj, owner)
                        and f"box:{self._body(o)}:lo" in self.scene]
-        self.home_mat = self.scene[f"site:{EEF_SITE}:mat"]
         lo, hi = self._box(self.obj)
         self.obj_height = float(hi[2] - lo[2])
         # Grip a tall object 3.5 cm below its top, a flat one at half its height.
