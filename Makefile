@@ -9,7 +9,10 @@ STAMP   := $(VENV)/.installed
 TRAIN_ARGS ?=
 EVAL_EPISODES ?= 50
 
-.PHONY: install train test lint bench clean-venv
+LIBERO_VENV  ?= .venv-libero
+LIBERO_STAMP := $(LIBERO_VENV)/.installed
+
+.PHONY: install libero-env train test lint bench clean-venv
 
 $(PY):
 	python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
@@ -25,11 +28,22 @@ $(STAMP): pyproject.toml | $(PY)
 
 install: $(STAMP)
 
+# The LIBERO simulator in its own environment (robosuite 1.4 cannot live beside the main env's 1.5),
+# every package pinned in envs/libero_requirements.txt; envs/libero_env.py runs its workers under it.
+$(LIBERO_STAMP): envs/libero_requirements.txt
+	python3.11 -m venv $(LIBERO_VENV) || python3 -m venv $(LIBERO_VENV)
+	$(LIBERO_VENV)/bin/python -m pip install -q --upgrade pip
+	$(LIBERO_VENV)/bin/python -m pip install -q -r envs/libero_requirements.txt
+	$(LIBERO_VENV)/bin/python -m pip check
+	@touch $(LIBERO_STAMP)
+
+libero-env: $(LIBERO_STAMP)
+
 train: install
 	$(PY) train.py policy=mode $(TRAIN_ARGS)
 	$(PY) eval_rollouts.py checkpoint=latest n_episodes=$(EVAL_EPISODES) workers=2 video.n=4
 
-test: install
+test: install libero-env
 	$(PY) -m pytest -q
 
 lint: install

@@ -35,4 +35,8 @@ def make_env(spec: EnvSpec | dict[str, Any]) -> gym.Env:
         from envs.metaworld_env import make_metaworld_env
 
         return make_metaworld_env(spec)
-    raise ValueError(f"unknown simulator {spec.simulator!r}; known: robosuite, metaworld")
+    if spec.simulator == "libero":
+        from envs.libero_env import LiberoEnv  # the simulator itself runs under .venv-libero's interpreter
+
+        return LiberoEnv(spec)
+    raise ValueError(f"unknown simulator {spec.simulator!r}; known: robosuite, metaworld, libero")

@@ -11,13 +11,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 ENV_SPEC_VERSION = 1
-SIMULATORS = ("robosuite", "metaworld")
+SIMULATORS = ("robosuite", "metaworld", "libero")
+# Fields only some simulators use: left out of to_dict() at their defaults, so the specs of the other
+# simulators (stored in datasets and checkpoints) stay as they were.
+OPTIONAL_FIELDS = {"suite": "", "init_state": None}
 
 
 @dataclass
 class EnvSpec:
-    simulator: str  # "robosuite" | "metaworld"
-    task: str  # robosuite env name ("Lift") or Meta-World v3 name ("reach-v3")
+    simulator: str  # "robosuite" | "metaworld" | "libero"
+    task: str  # robosuite env name ("Lift"), Meta-World v3 name ("reach-v3") or LIBERO task name
     robot: str = "Panda"
     controller: str = "OSC_POSE"
     cameras: list[str] = field(default_factory=list)  # empty: state only
@@ -27,6 +30,8 @@ class EnvSpec:
     render: str = "fast"  # "fast" (learning) | "full" (videos)
     seed: int = 0
     version: int = ENV_SPEC_VERSION
+    suite: str = ""  # LIBERO: libero_spatial | libero_object | libero_goal | libero_10 | libero_90
+    init_state: int | None = None  # LIBERO: always start from this benchmark init state (None: by episode)
 
     def __post_init__(self) -> None:
         if self.simulator not in SIMULATORS:
@@ -37,9 +42,18 @@ class EnvSpec:
             raise ValueError(f"horizon must be positive, got {self.horizon}")
         if self.render not in ("fast", "full"):
             raise ValueError(f"render must be 'fast' or 'full', got {self.render!r}")
+        if self.simulator == "libero":
+            from envs.libero_tasks import check_init_state, task_entry
+
+            # Unknown suite or task: the valid ones listed. A task id (its index in the suite) becomes its name.
+            self.task = task_entry(self.suite, self.task)["name"]
+            check_init_state(self.suite, self.task, self.init_state)
+        elif self.suite or self.init_state is not None:
+            raise ValueError(f"suite and init_state are LIBERO fields; this spec is {self.simulator}")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        return {k: v for k, v in d.items() if k not in OPTIONAL_FIELDS or v != OPTIONAL_FIELDS[k]}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> EnvSpec:

@@ -120,7 +120,10 @@ def _obs_dict(obs: Any, keys: list[str] | None) -> dict[str, np.ndarray]:
 
 def _start(env: Any, cfg: dict[str, Any]) -> _Episode:
     ep = _Episode(env, cfg)
-    raw, _ = env.reset(seed=int(cfg["seed"]))
+    if cfg.get("task_episode") is None:
+        raw, _ = env.reset(seed=int(cfg["seed"]))
+    else:  # gymnasium's reset options; envs without fixed start states ignore it
+        raw, _ = env.reset(seed=int(cfg["seed"]), options={"task_episode": int(cfg["task_episode"])})
     obs = _obs_dict(raw, cfg.get("obs_keys"))
     for _ in range(ep.history.maxlen or 1):  # pad the start by repeating the first observation
         ep.history.append(obs)

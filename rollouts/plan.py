@@ -93,6 +93,8 @@ class Plan:
         task = i % len(tasks)
         return {"episode": i, "task": task, "task_name": tasks[task]["name"], "env_spec": tasks[task]["env_spec"],
                 "seed": self.seeds[i], "max_steps": self.horizons[task], "stop_on_success": self.stop_on_success,
+                # the episode's index within its task: benchmarks with fixed start states (LIBERO) start from it
+                "task_episode": i // len(tasks),
                 "n_obs_steps": self.n_obs_steps, "obs_keys": self.obs_keys,
                 "video": self.video if i < self.video_n else None}
 

@@ -107,7 +107,14 @@ def check_evaluable(ckpt: dict[str, Any], path: str | os.PathLike, own_factory: 
         except (TypeError, ValueError) as err:
             raise CheckpointError(f"task {t['name']!r}: the checkpoint's env spec is not valid here: {err}") \
                 from None
-        if importlib.util.find_spec(spec.simulator) is None:
+        if spec.simulator == "libero":  # runs under its own interpreter (envs/libero_process.py), not importable here
+            from envs.libero_process import LiberoUnavailable, libero_python
+
+            try:
+                libero_python()
+            except LiberoUnavailable as err:
+                raise CheckpointError(f"task {t['name']!r}: {err}") from None
+        elif importlib.util.find_spec(spec.simulator) is None:
             raise CheckpointError(f"task {t['name']!r} runs in {spec.simulator}, which is not installed; install "
                                   "the project with its simulators (make install) and evaluate again")
     return list(tasks)

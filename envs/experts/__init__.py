@@ -43,7 +43,13 @@ def make_expert(spec: EnvSpec | dict[str, Any], noise: float = 0.0):
 
         expert = MetaWorldExpert(spec)
         return _ActionNoise(expert, noise) if noise > 0 else expert
-    raise ValueError(f"no scripted experts for simulator {spec.simulator!r}; known: robosuite, metaworld")
+    if spec.simulator == "libero":
+        # One pick-and-place expert for every (In obj region) / (On obj target) goal; it reads the goal from
+        # the env at reset and refuses other goals there.
+        from envs.experts.libero_pick_place import LiberoPickPlaceExpert
+
+        return LiberoPickPlaceExpert(noise=noise)
+    raise ValueError(f"no scripted experts for simulator {spec.simulator!r}; known: robosuite, metaworld, libero")
 
 
 class _ActionNoise:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from envs.libero_tasks import SUITES as LIBERO_SUITES
 from envs.metaworld_tasks import METAWORLD_INSTRUCTIONS
 from envs.registry import ROBOSUITE_NAMES, known_tasks, resolve_tasks
 from envs.robosuite_env import DEFAULT_STATE_KEYS
@@ -57,4 +58,4 @@ def test_unknown_names_list_the_known_ones():
         resolve_tasks("  ")
     names = known_tasks()
     assert names[:7] == ["lift", "stack", "can", "door", "square", "mt10", "mt50"]
-    assert len(names) == 7 + 50 and "reach-v3" in names
+    assert len(names) == 7 + 50 + 5 and "reach-v3" in names and names[-5:] == list(LIBERO_SUITES)
