@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from data.dir_lock import LockError
 from data.store import StoreError
 from policies.base import CheckpointError
+from training.checkpoint_io import CheckpointWriteError
 from training.config_check import ConfigError
 from training.demos import DatasetError
 from training.module import NonFiniteLoss
 
 USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, CheckpointError, DatasetError, StoreError,
-                                                NonFiniteLoss)
+                                                NonFiniteLoss, CheckpointWriteError, LockError)

@@ -24,6 +24,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from rollouts.options import RolloutOptions
 from training import checkpoint
+from training.config_check import ConfigError
+from training.eval_config_check import check_eval_against_policy, check_eval_config, claim_out_dir, empty_out_dir
+
+EXIT_EPISODE_ERRORS = 3  # the evaluation ran, but episodes errored (allow_errors=true accepts that)
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
@@ -50,6 +54,7 @@ def evaluate(cfg: DictConfig | dict[str, Any], command: str | None = None) -> di
 
     if isinstance(cfg, DictConfig):
         cfg = OmegaConf.to_container(cfg, resolve=True)
+    check_eval_config(cfg)  # every value, before the checkpoint is read
     try:
         options = RolloutOptions.from_config(cfg, device=None)
     except (TypeError, ValueError) as err:
@@ -64,13 +69,17 @@ def evaluate(cfg: DictConfig | dict[str, Any], command: str | None = None) -> di
             policy = quantize_policy(policy, cfg["precision"])
         except ValueError as err:
             raise EvalError(str(err)) from None
+    check_eval_against_policy(cfg, policy, tasks)
     out = Path(cfg["out"] or checkpoint.run_dir_of(ckpt_path) / "eval" / time.strftime("%Y-%m-%d_%H-%M-%S"))
-    options = options.replace(device=str(device), video={"dir": _writable(out, options.video.n)})
+    replace = claim_out_dir(out, cfg["overwrite"])
     demo_seeds = ckpt["dataset"].get("demo_seeds")
     try:
         options.episode_seeds(demo_seeds)  # here, not after the workers have started
     except ValueError as err:
         raise EvalError(str(err)) from None
+    if replace:
+        empty_out_dir(out)  # the earlier results go whole: none is left beside the new ones
+    options = options.replace(device=str(device), video={"dir": _writable(out, options.video.n)})
     try:
         metrics = run(policy, tasks, options, demo_seeds=demo_seeds)
     except EnvBuildError as err:
@@ -80,15 +89,18 @@ def evaluate(cfg: DictConfig | dict[str, Any], command: str | None = None) -> di
 
 
 def run_cli(cfg: DictConfig, command: str) -> int:
-    """`evaluate` for the command line, as an exit code: 1 after a user error (one line on stderr),
-    130 / 143 after Ctrl-C / SIGTERM (the worker processes are closed first, quietly)."""
+    """`evaluate` for the command line, as an exit code: 2 after a bad config value, 1 after another user
+    error (one line on stderr each), 3 when episodes errored (unless allow_errors=true), 130 / 143 after
+    Ctrl-C / SIGTERM (the worker processes are closed first, quietly)."""
     def terminated(signum: int, frame: Any) -> None:
         raise _Terminated
 
     previous = signal.signal(signal.SIGTERM, terminated)
     try:
-        evaluate(cfg, command=command)
-        return 0
+        info = evaluate(cfg, command=command)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     except EvalError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -97,6 +109,12 @@ def run_cli(cfg: DictConfig, command: str) -> int:
         return 128 + (signal.SIGTERM if isinstance(err, _Terminated) else signal.SIGINT)
     finally:
         signal.signal(signal.SIGTERM, previous)
+    n_errors, n = info["aggregate"]["n_errors"], info["aggregate"]["n_episodes"]
+    if n_errors and not cfg.get("allow_errors"):
+        print(f"error: {n_errors} of {n} episodes errored (not failures: no score for them; see 'error' in "
+              f"{info['out_dir']}/eval_info.json); fix the cause, or pass allow_errors=true", file=sys.stderr)
+        return EXIT_EPISODE_ERRORS
+    return 0
 
 
 def pick_device(spec: str) -> torch.device:
