@@ -153,6 +153,11 @@ def _write_demo(g, ep: dict[str, np.ndarray], obs_keys: list[str], renames: dict
 
 
 def export(store_path: str, out: str, format: str, **options: Any) -> str:
+    parent = os.path.dirname(os.path.abspath(out))
+    try:
+        os.makedirs(parent, exist_ok=True)  # `out=exports/lift.hdf5` in a fresh clone
+    except OSError as err:
+        raise ExportError(f"out={out}: cannot create {parent}: {err.strerror}") from None
     if format == "robomimic":
         return export_robomimic(store_path, out, **options)
     if format == "lerobot":
@@ -193,4 +198,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Through the importable module, not __main__: data/export_lerobot.py raises data.export.ExportError,
+    # which a `python -m` run's own copy of the class (__main__.ExportError) would not catch.
+    from data.export import main as _main
+
+    sys.exit(_main())
