@@ -117,7 +117,7 @@ def check_output_dir(path: str | os.PathLike, key: str) -> None:
     while not ancestor.exists():
         ancestor = ancestor.parent
     if not ancestor.is_dir():
-        raise ConfigError(f"{key}={text}: {ancestor} is not a directory, so nothing can be written under it")
+        raise ConfigError(f"{key}={text}: cannot write under {ancestor}: it is not a directory")
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise ConfigError(f"{key}={text}: {ancestor} is not writable; choose a directory you can write to")
 

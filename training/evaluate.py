@@ -16,6 +16,8 @@ from __future__ import annotations
 import signal
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,18 @@ class EvalError(RuntimeError):
     """A problem the user can fix (bad checkpoint, missing simulator, bad option): one clear message."""
 
 
+class EvalConfigError(EvalError, ConfigError):
+    """A bad value of conf/eval.yaml (training/eval_config_check.py): exit code 2."""
+
+
+@contextmanager
+def _config_errors() -> Iterator[None]:
+    try:
+        yield
+    except ConfigError as err:
+        raise EvalConfigError(str(err)) from None
+
+
 class _Terminated(KeyboardInterrupt):
     """SIGTERM, turned into an interruption so that the runner closes its workers on the way out."""
 
@@ -54,7 +68,8 @@ def evaluate(cfg: DictConfig | dict[str, Any], command: str | None = None) -> di
 
     if isinstance(cfg, DictConfig):
         cfg = OmegaConf.to_container(cfg, resolve=True)
-    check_eval_config(cfg)  # every value, before the checkpoint is read
+    with _config_errors():
+        check_eval_config(cfg)  # every value, before the checkpoint is read
     try:
         options = RolloutOptions.from_config(cfg, device=None)
     except (TypeError, ValueError) as err:
@@ -69,9 +84,10 @@ def evaluate(cfg: DictConfig | dict[str, Any], command: str | None = None) -> di
             policy = quantize_policy(policy, cfg["precision"])
         except ValueError as err:
             raise EvalError(str(err)) from None
-    check_eval_against_policy(cfg, policy, tasks)
     out = Path(cfg["out"] or checkpoint.run_dir_of(ckpt_path) / "eval" / time.strftime("%Y-%m-%d_%H-%M-%S"))
-    replace = claim_out_dir(out, cfg["overwrite"])
+    with _config_errors():
+        check_eval_against_policy(cfg, policy, tasks)
+        replace = claim_out_dir(out, cfg["overwrite"])
     demo_seeds = ckpt["dataset"].get("demo_seeds")
     try:
         options.episode_seeds(demo_seeds)  # here, not after the workers have started
@@ -98,7 +114,7 @@ def run_cli(cfg: DictConfig, command: str) -> int:
     previous = signal.signal(signal.SIGTERM, terminated)
     try:
         info = evaluate(cfg, command=command)
-    except ConfigError as err:
+    except EvalConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except EvalError as err:
