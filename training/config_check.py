@@ -183,6 +183,16 @@ def check_obs_keys(keys: Any) -> None:
 def check_train_config(cfg: dict[str, Any]) -> None:
     """Every rule of TRAIN_RULES, then the names, the policy, and the relations between keys."""
     check(cfg, TRAIN_RULES)
+    p = cfg["policy"]
+    if p["n_obs_steps"] - 1 + p["n_action_steps"] > p["horizon"]:
+        raise ConfigError(f"policy.horizon ({p['horizon']}) must cover n_obs_steps - 1 + n_action_steps "
+                          f"({p['n_obs_steps'] - 1 + p['n_action_steps']}): the executed actions lie in the chunk")
+    e = cfg["ema"]
+    if e["min_decay"] > e["max_decay"]:
+        raise ConfigError(f"ema.min_decay ({e['min_decay']}) must not exceed ema.max_decay ({e['max_decay']})")
+    betas = cfg["optim"]["betas"]
+    if not (isinstance(betas, list) and len(betas) == 2 and all(_is_num(b) and 0 <= b < 1 for b in betas)):
+        raise ConfigError(f"optim.betas must be two numbers in [0, 1), got {betas!r}")
     from data.normalize import MODES
 
     check(cfg, [("normalizer.action", _one_of(MODES[:3])), ("normalizer.low_dim", _one_of(MODES[:3])),
@@ -203,13 +213,3 @@ def check_train_config(cfg: dict[str, Any]) -> None:
         except OSError as err:
             raise ConfigError(f"task.dataset={dataset}: a broken symbolic link ({err.strerror}); point it at "
                               "a store or remove it") from None
-    p = cfg["policy"]
-    if p["n_obs_steps"] - 1 + p["n_action_steps"] > p["horizon"]:
-        raise ConfigError(f"policy.horizon ({p['horizon']}) must cover n_obs_steps - 1 + n_action_steps "
-                          f"({p['n_obs_steps'] - 1 + p['n_action_steps']}): the executed actions lie in the chunk")
-    e = cfg["ema"]
-    if e["min_decay"] > e["max_decay"]:
-        raise ConfigError(f"ema.min_decay ({e['min_decay']}) must not exceed ema.max_decay ({e['max_decay']})")
-    betas = cfg["optim"]["betas"]
-    if not (isinstance(betas, list) and len(betas) == 2 and all(_is_num(b) and 0 <= b < 1 for b in betas)):
-        raise ConfigError(f"optim.betas must be two numbers in [0, 1), got {betas!r}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,8 @@ from omegaconf import OmegaConf
 from data.dir_lock import DirLock, LockError, holder_is_live, read_holder
 from training.config_check import ConfigError, check_output_dir
 
-__all__ = ["LockError", "claim_run_dir", "check_resume_config", "record_resume", "train_argv",
-           "RESUME_MAY_CHANGE", "LOCK_NAME", "RESUMES_NAME"]
+__all__ = ["LockError", "claim_run_dir", "discard_refused_run_dir", "check_resume_config", "record_resume",
+           "train_argv", "RESUME_MAY_CHANGE", "LOCK_NAME", "RESUMES_NAME"]
 
 LOCK_NAME = ".lock"
 RESUMES_NAME = "resumes.jsonl"
@@ -84,6 +85,26 @@ def claim_run_dir(run_dir: Path) -> RunDirClaim:
         claim.created = False
         raise
     return claim
+
+
+HYDRA_FILES = frozenset({"train.log", ".hydra"})  # what Hydra writes into a run directory before train() runs
+
+
+def discard_refused_run_dir(run_dir: Path) -> None:
+    """After a refusal: a run directory holding nothing but Hydra's log and .hydra/ (no run ever wrote
+    into it) is removed, so a refused command leaves nothing behind."""
+    try:
+        held = {p.name for p in run_dir.iterdir()}
+    except OSError:
+        return
+    if not held <= HYDRA_FILES or run_dir.resolve() == Path.cwd().resolve():
+        return
+    shutil.rmtree(run_dir / ".hydra", ignore_errors=True)
+    (run_dir / "train.log").unlink(missing_ok=True)
+    try:
+        run_dir.rmdir()
+    except OSError:
+        pass
 
 
 def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
