@@ -77,6 +77,11 @@ EXPORT_CASES: list[tuple[str, list[str], str]] = [
     ("format-name", ["out={tmp}/x.hdf5", "format=csv"], "format"),
     ("truncated-chunk", ["out={tmp}/new/x.hdf5", "format=robomimic", "damaged"], "data/object"),
 ]
+# python -m benchmarks.suite SUITE: the results directory, checked before the first command.
+SUITE_CASES: list[tuple[str, list[str], str]] = [
+    ("out-under-/dev/full", ["out=/dev/full/x"], "out=/dev/full/x"),
+    ("out-is-a-file", ["out={file}"], "is a file"),
+]
 # Inputs that are fine: accepted, and what they ask for is done.
 ACCEPTED_CASES: list[tuple[str, list[str]]] = [
     ("export-into-missing-parent", ["out={tmp}/exports/lift.hdf5", "format=robomimic"]),

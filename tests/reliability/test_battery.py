@@ -122,6 +122,15 @@ def test_exports_name_what_is_wrong(ground, tmp_path, case, argv, names):
         assert _listing(tmp_path) == before
 
 
+@pytest.mark.parametrize(("case", "argv", "names"), cases.SUITE_CASES, ids=[c[0] for c in cases.SUITE_CASES])
+def test_suite_results_directories_that_cannot_be_written_are_refused(ground, case, argv, names):
+    from benchmarks.suite.__main__ import main
+
+    verdict, message, code = verdict_of_main(main, ["robosuite-state", "dry_run=true",
+                                                    *[fill(a, ground) for a in argv]])
+    assert (verdict, code) == ("clear", 2) and names in message, message
+
+
 def test_an_export_creates_the_missing_parent_directories(ground, tmp_path):
     from data.export import main
 

@@ -149,7 +149,6 @@ def test_a_second_live_run_into_one_directory_is_refused(store, tmp_path):
 def test_resume_continues_in_place_and_never_rewrites_the_recorded_config(store, tmp_path):
     from training.config_check import ConfigError
     from training.run import train
-    from training.run_dir import train_argv
 
     run_dir = tmp_path / "run"
     train(_smoke(store, "trainer.max_steps=4", "checkpoint.every_n_steps=2"), run_dir)
@@ -162,6 +161,8 @@ def test_resume_continues_in_place_and_never_rewrites_the_recorded_config(store,
     other = make_tiny_store(tmp_path / "other.zarr").path
     with pytest.raises(ConfigError, match="task.dataset cannot change on resume"):
         train(_smoke(other, "trainer.max_steps=6", f"resume={run_dir}"), tmp_path / "elsewhere")
+    from training.run_dir import train_argv
+
     with pytest.raises(ConfigError, match="hydra.run.dir=.*resume= continues the run in its own directory"):
         train_argv([f"resume={run_dir}", f"hydra.run.dir={tmp_path / 'other_dir'}"])
     assert train_argv([f"resume={run_dir}"])[-1] == f"hydra.run.dir={run_dir.resolve()}"
