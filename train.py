@@ -35,7 +35,7 @@ def main(cfg: DictConfig) -> None:
         train(resolved, run_dir, command=" ".join(["python", *sys.argv]))
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
-        discard_refused_run_dir(run_dir)
+        discard_refused_run_dir(run_dir, HydraConfig.get().output_subdir)
         sys.exit(2)
 
 

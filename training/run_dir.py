@@ -90,9 +90,12 @@ def claim_run_dir(run_dir: Path) -> RunDirClaim:
 HYDRA_FILES = frozenset({"train.log", ".hydra"})  # what Hydra writes into a run directory before train() runs
 
 
-def discard_refused_run_dir(run_dir: Path) -> None:
+def discard_refused_run_dir(run_dir: Path, hydra_subdir: str | None = None) -> None:
     """After a refusal: a run directory holding nothing but Hydra's log and .hydra/ (no run ever wrote
-    into it) is removed, so a refused command leaves nothing behind."""
+    into it) is removed, and so is Hydra's record of a refused resume, so a refused command leaves
+    nothing behind (but its line in an existing run's train.log)."""
+    if hydra_subdir and hydra_subdir.startswith(".hydra/resume-"):
+        shutil.rmtree(run_dir / hydra_subdir, ignore_errors=True)
     try:
         held = {p.name for p in run_dir.iterdir()}
     except OSError:
@@ -184,7 +187,9 @@ def train_argv(argv: list[str]) -> list[str]:
         if given and "${" not in given[1] and Path(given[1]).resolve() != run_dir:
             raise ConfigError(f"hydra.run.dir={given[1]}: resume= continues the run in its own directory "
                               f"({run_dir}); drop hydra.run.dir / run_dir, or start a new run there")
-        argv = [a for i, a in enumerate(argv) if not given or i != given[0]] + [f"hydra.run.dir={run_dir}"]
+        # Hydra's own record of this segment goes beside the first one's, not over it.
+        argv = [a for i, a in enumerate(argv) if not given or i != given[0]] + [
+            f"hydra.run.dir={run_dir}", f"hydra.output_subdir=.hydra/resume-{time.strftime('%Y%m%d-%H%M%S')}"]
     elif given and "${" not in given[1]:
         run_dir = Path(given[1])
     else:

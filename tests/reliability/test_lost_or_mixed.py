@@ -165,7 +165,7 @@ def test_resume_continues_in_place_and_never_rewrites_the_recorded_config(store,
 
     with pytest.raises(ConfigError, match="hydra.run.dir=.*resume= continues the run in its own directory"):
         train_argv([f"resume={run_dir}", f"hydra.run.dir={tmp_path / 'other_dir'}"])
-    assert train_argv([f"resume={run_dir}"])[-1] == f"hydra.run.dir={run_dir.resolve()}"
+    assert train_argv([f"resume={run_dir}"])[1] == f"hydra.run.dir={run_dir.resolve()}"
     assert (run_dir / "config.yaml").read_bytes() == recorded and not (tmp_path / "elsewhere").exists()
 
     train(_smoke(store, "trainer.max_steps=6", f"resume={run_dir}"), tmp_path / "elsewhere")  # may change
