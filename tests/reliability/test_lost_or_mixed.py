@@ -240,3 +240,21 @@ def test_a_second_top_up_of_a_store_being_written_is_refused(tmp_path):
     finally:
         other.kill()
         other.wait()
+
+
+# --- 5. a NaN validation loss stops the run like a NaN training loss -----------------------------------
+def test_nan_in_the_validation_episode_only_stops_the_run(tmp_path, monkeypatch):
+    from data.sampler import split_episodes
+    from training.module import NonFiniteLoss
+    from training.run import train
+
+    store = make_tiny_store(tmp_path / "s.zarr", n_episodes=4)
+    _, val = split_episodes(4, 0.25, 0)
+    start = int(store.episode_ends[val[0] - 1]) if val[0] else 0
+    arr = store.array("object")  # written behind the API, as a damaged conversion would leave it
+    arr[start] = float("nan")
+    steps = _steps_taken(monkeypatch)
+    with pytest.raises(NonFiniteLoss, match=r"validation loss became nan at step 10: the validation batch holds "
+                                            r"non-finite values in \['obs/object'\]"):
+        train(_smoke(store.path), tmp_path / "run")
+    assert max(steps) == 9
