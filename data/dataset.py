@@ -68,7 +68,7 @@ class DemoDataset(Dataset):
             return self._source[key].take(rows)
         except Exception as err:  # a damaged chunk raises what its codec raises: name the store, key, episode
             raise damaged_rows_error(self._store_path, key, self._episode_ends, int(rows.min()), int(rows.max()),
-                                     err) from None
+                                     err, self._source[key].array) from None
 
     def __getitems__(self, windows: Sequence[int]) -> dict[str, Any]:
         windows = np.asarray(windows, dtype=np.int64)

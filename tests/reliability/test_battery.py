@@ -116,7 +116,7 @@ def test_exports_name_what_is_wrong(ground, tmp_path, case, argv, names):
     verdict, message, code = verdict_of_main(main, [str(store), *[fill(a, paths) for a in argv]])
     assert verdict == "clear" and code != 0 and names in message, message
     if "damaged.zarr" in str(store):
-        assert "episode 0" in message
+        assert "data/object rows 0-" in message and "(episode" in message
         assert not (tmp_path / "new" / "x.hdf5").exists() and not list((tmp_path / "new").glob("*.partial"))
     else:
         assert _listing(tmp_path) == before
@@ -170,3 +170,17 @@ def test_data_export_refuses_an_existing_lerobot_directory_in_one_line(ground, t
     assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines() == [f"error: {taken} already exists; choose another output directory "
                                                 "(nothing is overwritten)"]
+
+
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_a_damaged_chunk_is_named_by_store_key_and_episode_on_every_read_path(tmp_path, in_memory):
+    from data.dataset import DemoDataset
+    from data.store import StoreError
+
+    store = make_tiny_store(tmp_path / "d.zarr")
+    damage_a_chunk(Path(store.path))
+    with pytest.raises(StoreError) as err:
+        ds = DemoDataset(store, ["robot0_eef_pos", "object"], 2, 8, 4, in_memory=in_memory)
+        ds.__getitems__(list(range(len(ds))))
+    message = str(err.value)
+    assert one_line(message) and store.path in message and "data/object rows 0-" in message and "(episode" in message
