@@ -77,9 +77,14 @@ def test_run_directories_that_cannot_be_written_are_refused(ground, case, path, 
     from training.config_check import ConfigError
     from training.run import train
 
+    from training.run_dir import train_argv
+
     with pytest.raises(ConfigError) as err:
         train(train_cfg(ground["store"], []), Path(fill(path, ground)))
     assert one_line(str(err.value)) and "hydra.run.dir" in str(err.value) and names in str(err.value)
+    with pytest.raises(ConfigError) as before_hydra:  # train.py: before Hydra tries to create it
+        train_argv(["trainer=smoke", f"hydra.run.dir={fill(path, ground)}"])
+    assert str(before_hydra.value) == str(err.value)
 
 
 @pytest.mark.parametrize(("case", "overrides", "names"), cases.EVAL_CASES, ids=[c[0] for c in cases.EVAL_CASES])
