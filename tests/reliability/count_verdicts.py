@@ -13,6 +13,8 @@ import collections
 import json
 import logging
 import os
+import shutil
+import signal
 import sys
 import tempfile
 import warnings
@@ -22,7 +24,28 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-MEMORY_LIMIT_BYTES = 10 << 30  # a checkout that does not refuse data.batch_size=1e8 would take the machine
+MEMORY_LIMIT_BYTES = 10 << 30  # a checkout that does not refuse a huge data.batch_size would take the machine
+CASE_LIMIT_S = 180  # a case still running after this is going on without a word (a huge batch grinds for hours)
+
+
+class CaseTimeout(Exception):
+    pass
+
+
+def _limited(call):
+    """`call` under CASE_LIMIT_S: a CaseTimeout when it runs longer."""
+    def run():
+        def alarm(signum, frame):
+            raise CaseTimeout(f"still running after {CASE_LIMIT_S} s")
+
+        previous = signal.signal(signal.SIGALRM, alarm)
+        signal.alarm(CASE_LIMIT_S)
+        try:
+            return call()
+        finally:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, previous)
+    return run
 
 
 def main() -> int:
@@ -69,9 +92,9 @@ def main() -> int:
         if case == "accelerator-absent" and torch.cuda.is_available():
             continue
         cfg = train_cfg(store, [fill(o, where) for o in overrides])
-        verdict, message = verdict_of_call(lambda cfg=cfg, i=i: train(cfg, root / f"t{i}"), USER_ERRORS)
-        if "can't allocate memory" in message or message.startswith("MemoryError"):
-            verdict = "silent"  # without the address-space limit the kernel kills it, without a message
+        verdict, message = verdict_of_call(_limited(lambda cfg=cfg, i=i: train(cfg, root / f"t{i}")), USER_ERRORS)
+        if "can't allocate memory" in message or message.startswith(("MemoryError", "CaseTimeout")):
+            verdict = "silent"  # without these limits the kernel kills it, or it grinds on, without a message
         record("train", case, verdict, message)
     for case, path, _ in cases.RUN_DIR_CASES:
         cfg = train_cfg(store, [])
@@ -87,7 +110,9 @@ def main() -> int:
             if info["aggregate"]["n_errors"]:
                 raise RuntimeError(f"{info['aggregate']['n_errors']} errored episodes scored, exit 0")
             return info
-        verdict, message = verdict_of_call(run_eval, (EvalError,))
+        verdict, message = verdict_of_call(_limited(run_eval), (EvalError,))
+        if message.startswith("CaseTimeout"):
+            verdict = "silent"
         if message.startswith("RuntimeError:") and "errored episodes scored" in message:
             verdict = "silent"
         record("eval", case, verdict, message)
@@ -115,6 +140,7 @@ def main() -> int:
         tmp.mkdir()
         v, m, code = verdict_of_main(export_mod.main, [store, *[fill(a, {**where, "tmp": str(tmp)}) for a in argv]])
         record("export", case, v if v != "clear" else "refused", m)
+    shutil.rmtree(root, ignore_errors=True)
     counts = collections.Counter(r["verdict"] for r in rows)
     for r in rows:
         print(json.dumps(r), file=sys.stderr)

@@ -76,7 +76,6 @@ def test_train_values_are_refused_before_any_step(ground, tmp_path, monkeypatch,
 def test_run_directories_that_cannot_be_written_are_refused(ground, case, path, names):
     from training.config_check import ConfigError
     from training.run import train
-
     from training.run_dir import train_argv
 
     with pytest.raises(ConfigError) as err:
