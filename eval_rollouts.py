@@ -4,8 +4,9 @@
     python eval_rollouts.py checkpoint=latest            # newest outputs/*/*/checkpoints/last.ckpt
 
 A Hydra main and nothing else: the evaluation is training/evaluate.py (results in <run dir>/eval/,
-W&B, the checks of every input), the rollouts rollouts/runner.py. Exit codes: 0 done, 1 a user error
-(one line on stderr), 130 / 143 interrupted by Ctrl-C / SIGTERM (the workers closed first).
+W&B, the checks of every input), the rollouts rollouts/runner.py. Exit codes: 0 done, 2 a bad config value,
+1 another user error (one line on stderr each), 3 episodes errored (allow_errors=true accepts them),
+130 / 143 interrupted by Ctrl-C / SIGTERM (the workers closed first). docs/reliability.md says more.
 """
 
 from __future__ import annotations

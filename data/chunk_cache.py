@@ -115,6 +115,11 @@ class ChunkReader:
         self._tick = 0
 
     @property
+    def array(self) -> zarr.Array:
+        """The zarr array read (for naming a damaged chunk)."""
+        return self._source.array
+
+    @property
     def nbytes(self) -> int:
         """Bytes the cache may hold (its slab), never more than the budget it was given."""
         return int(self._slab.nbytes)

@@ -21,7 +21,7 @@ from torch.utils.data import Dataset, Sampler
 
 from data.chunk_cache import DEFAULT_CACHE_MB, chunk_readers
 from data.sampler import WindowSampler
-from data.store import DemoStore, is_image_key
+from data.store import DemoStore, damaged_rows_error, is_image_key
 
 
 class DemoDataset(Dataset):
@@ -54,6 +54,7 @@ class DemoDataset(Dataset):
         else:
             self._source = chunk_readers({k: store.array(k) for k in keys}, cache_mb)
         self._in_memory = in_memory
+        self._store_path, self._episode_ends = store.path, np.asarray(store.episode_ends)
         task_of_episode = store.episode_task
         self._window_task = task_of_episode[self.sampler.window_episode].astype(np.int64)
 
@@ -63,7 +64,11 @@ class DemoDataset(Dataset):
     def _take(self, key: str, rows: np.ndarray) -> np.ndarray:
         if self._in_memory:
             return self._source[key][rows]
-        return self._source[key].take(rows)
+        try:
+            return self._source[key].take(rows)
+        except Exception as err:  # a damaged chunk raises what its codec raises: name the store, key, episode
+            raise damaged_rows_error(self._store_path, key, self._episode_ends, int(rows.min()), int(rows.max()),
+                                     err, self._source[key].array) from None
 
     def __getitems__(self, windows: Sequence[int]) -> dict[str, Any]:
         windows = np.asarray(windows, dtype=np.int64)

@@ -168,6 +168,11 @@ def export(store_path: str, out: str, format: str, **options: Any) -> str:
     wrong = sorted(set(options) - set(FORMAT_OPTIONS[format]))
     if wrong:
         raise ExportError(f"format={format} takes the options {', '.join(FORMAT_OPTIONS[format])}, not {wrong}")
+    parent = os.path.dirname(os.path.abspath(out))
+    try:
+        os.makedirs(parent, exist_ok=True)  # `out=exports/lift.hdf5` in a fresh clone
+    except OSError as err:
+        raise ExportError(f"out={out}: cannot create {parent}: {err.strerror}") from None
     if format == "robomimic":
         return export_robomimic(store_path, out, **options)
     if importlib.util.find_spec("data.export_lerobot") is None:
@@ -215,4 +220,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Through the importable module, not __main__: data/export_lerobot.py raises data.export.ExportError,
+    # which a `python -m` run's own copy of the class (__main__.ExportError) would not catch.
+    from data.export import main as _main
+
+    sys.exit(_main())

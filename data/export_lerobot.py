@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,7 @@ def export_lerobot(store_path: str | os.PathLike, out_dir: str | os.PathLike, fp
     if store.n_episodes == 0:
         raise ExportError(f"{store_path}: the store has no episodes to export")
     partial = out.parent / f".{out.name}.partial-{os.getpid()}"
+    _remove_dead_partials(out)
     if partial.exists():
         shutil.rmtree(partial)  # our own leftover from a crashed export of the same name by this pid
     try:
@@ -116,6 +118,17 @@ def export_lerobot(store_path: str | os.PathLike, out_dir: str | os.PathLike, fp
         shutil.rmtree(partial, ignore_errors=True)
         raise
     return out
+
+
+def _remove_dead_partials(out: Path) -> None:
+    """Hidden partial folders of earlier exports to `out` whose process is gone (killed): removed, so a
+    kill leaves nothing behind once the export is run again. A live export's partial folder is left alone."""
+    from data.dir_lock import holder_is_live
+
+    for leftover in out.parent.glob(f".{out.name}.partial-*"):
+        pid = leftover.name.rsplit("-", 1)[1]
+        if pid.isdigit() and not holder_is_live({"pid": int(pid), "host": socket.gethostname()}):
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def _write(store: DemoStore, root: Path, fps: int, codec: str, robot_type: str | None) -> None:

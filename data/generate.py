@@ -17,6 +17,7 @@ store holding whole episodes.
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import sys
@@ -26,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from data.cli_args import parse_bool
+from data.dir_lock import DirLock
 from data.store import DemoStore, StoreError
 from envs.processes import map_in_processes
 from envs.progress import EpisodeProgress
@@ -164,6 +166,8 @@ def generate(task: str, n_episodes: int, out: str, images: bool = False, workers
         raise ValueError(f"n_episodes must be positive, got {n_episodes}")
     if workers < 0:
         raise ValueError(f"workers must be >= 0 (0: run in this process), got {workers}")
+    if not (isinstance(noise, int | float) and math.isfinite(noise) and noise >= 0):
+        raise ValueError(f"noise must be a finite number >= 0 (the expert's action noise), got {noise!r}")
     if not 0 <= seed < EVAL_SEED_START:
         raise ValueError(
             f"seed must be in [0, {EVAL_SEED_START}): seeds from {EVAL_SEED_START} on are for evaluation"
@@ -177,6 +181,24 @@ def generate(task: str, n_episodes: int, out: str, images: bool = False, workers
     entries = [{"name": t["name"], "instruction": t["instruction"], "env_spec": t["env_spec"].to_dict()}
                for t in tasks]
     specs = [e["env_spec"] for e in entries]
+    # One writer per store: a second top-up of the same store at once is refused (the lock sits beside the
+    # store, whose directory holds only zarr's files).
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    lock = DirLock(store_lock_path(out), what="store (out=...)").acquire()
+    try:
+        return _fill(task, n_episodes, out, entries, specs, tasks, seed, noise, keep_failed, images, workers,
+                     progress)
+    finally:
+        lock.release()
+
+
+def store_lock_path(out: str | os.PathLike) -> str:
+    path = os.path.abspath(os.fspath(out))
+    return os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.lock")
+
+
+def _fill(task: str, n_episodes: int, out: str, entries: list[dict], specs: list[dict], tasks: list[dict],
+          seed: int, noise: float, keep_failed: bool, images: bool, workers: int, progress: bool) -> DemoStore:
     store = _open_or_check(out, entries)
     # Flat states for replay: robosuite only, and one task per store (each task's state has its own size).
     # A store generated before states were recorded is topped up without them.

@@ -65,6 +65,27 @@ def _raise_first(problems: list[str]) -> None:
         raise StoreError(problems[0] + more)
 
 
+def damaged_rows_error(path: str, key: str, episode_ends: np.ndarray, first_row: int, last_row: int,
+                       err: BaseException, array: zarr.Array | None = None) -> StoreError:
+    """One line for rows of `key` that cannot be decoded: the store, the key, the rows and their episodes
+    (every read path says the same: the in-memory load, zarr-backed batches, export). With `array`, the
+    rows are narrowed to the first chunk that fails to decode."""
+    if array is not None:
+        step = int(array.chunks[0])
+        for lo in range(first_row - first_row % step, last_row + 1, step):
+            try:
+                np.asarray(array[lo:lo + step])
+            except Exception:  # noqa: BLE001  (whatever the codec raises: this is the damaged chunk)
+                first_row, last_row = lo, min(lo + step, array.shape[0]) - 1
+                break
+    first_ep, last_ep = (int(np.searchsorted(episode_ends, r, side="right")) for r in (first_row, last_row))
+    episodes = f"episode {first_ep}" if first_ep == last_ep else f"episodes {first_ep}-{last_ep}"
+    return StoreError(
+        f"store {path!r}: data/{key} rows {first_row}-{last_row} ({episodes}) cannot be read "
+        f"({validate.short_error(err)}); `python -m data.inspect {path} --check` names the damaged chunk and what "
+        "to do")
+
+
 class DemoStore:
     """Read and append demonstrations. Build with `DemoStore.create` or `DemoStore.open`."""
 
@@ -257,10 +278,7 @@ class DemoStore:
         try:
             return np.asarray(arr[lo:hi])
         except Exception as err:  # a corrupt chunk raises whatever its codec raises: say where, in one line
-            raise StoreError(
-                f"store {self.path!r}: data/{key} rows {lo}-{hi - 1} cannot be read ({validate.short_error(err)}); "
-                f"`python -m data.inspect {self.path} --check` names the damaged chunk and what to do"
-            ) from None
+            raise damaged_rows_error(self.path, key, self._ends, lo, hi - 1, err, arr) from None
 
     # --- appending -----------------------------------------------------------------------
     def _create_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:

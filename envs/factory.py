@@ -6,6 +6,7 @@ from typing import Any
 
 import gymnasium as gym
 
+from envs.mujoco_log import route_mujoco_warnings
 from envs.render import setup_rendering
 from envs.spec import EnvSpec
 
@@ -27,6 +28,7 @@ def make_env(spec: EnvSpec | dict[str, Any]) -> gym.Env:
         raise ValueError(f"image_size must be positive, got {spec.image_size}")
     # The GL backend is read when mujoco is first imported, so choose it before any simulator import.
     setup_rendering()
+    route_mujoco_warnings()  # never a MUJOCO_LOG.TXT in the working directory
     if spec.simulator == "robosuite":
         from envs.robosuite_env import RobosuiteEnv
 

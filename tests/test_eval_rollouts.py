@@ -105,7 +105,7 @@ def test_bad_inputs_each_give_one_clear_error(tmp_path, monkeypatch) -> None:
     with pytest.raises(EvalError, match="no task list"):
         evaluate(cfg(tmp_path, f"checkpoint={no_tasks}"))
     ok = write_checkpoint(tmp_path / "ok.ckpt")
-    with pytest.raises(EvalError, match="n_episodes must be positive"):
+    with pytest.raises(EvalError, match="n_episodes must be an integer > 0, got 0"):
         evaluate(cfg(tmp_path, f"checkpoint={ok}", "n_episodes=0"))
     blocker = tmp_path / "a_file"
     blocker.write_text("x")

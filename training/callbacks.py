@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -16,13 +15,11 @@ log = logging.getLogger("train")
 
 
 def save_atomically(trainer: L.Trainer, path: Path) -> None:
-    """Write then rename: a kill during the write leaves the previous file whole."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    """The run's whole state to `path` through its checkpoint IO (training/checkpoint_io.py): written beside,
+    then renamed, so a kill during the write leaves the previous file whole; a failed write stops the run."""
     # The whole state (optimizer, loops) so that the run resumes. Said explicitly: left unset, Lightning logs
     # "`weights_only` was not set, defaulting to `False`", which reads like a warning about loading.
-    trainer.save_checkpoint(tmp, weights_only=False)
-    if trainer.is_global_zero:
-        os.replace(tmp, path)
+    trainer.save_checkpoint(path, weights_only=False)
 
 
 class SaveOnInterrupt(Callback):

@@ -5,7 +5,8 @@
     check_resumable(ckpt, path, cfg)             # resume: same policy, same policy config
     check_evaluable(ckpt, path)                  # evaluation: tasks whose env specs rebuild here
 
-A run directory is what train.py writes: <run dir>/checkpoints/{last.ckpt, stepNNNNNN.ckpt}.
+A run directory is what train.py writes: <run dir>/checkpoints/{last.ckpt, stepNNNNNN.ckpt}. Writing them
+is training/checkpoint_io.py (checked, atomic); who may write into a run directory, training/run_dir.py.
 """
 
 from __future__ import annotations

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from data.dir_lock import LockError
 from data.mixture import MixtureError
 from data.store import StoreError
 from policies.base import CheckpointError
+from training.checkpoint_io import CheckpointWriteError
 from training.config_check import ConfigError
 from training.demos import DatasetError
 from training.module import NonFiniteLoss
 
 USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, CheckpointError, DatasetError, StoreError,
-                                                NonFiniteLoss, MixtureError)
+                                                NonFiniteLoss, CheckpointWriteError, LockError, MixtureError)

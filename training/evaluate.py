@@ -16,6 +16,8 @@ from __future__ import annotations
 import signal
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +26,29 @@ from omegaconf import DictConfig, OmegaConf
 
 from rollouts.options import RolloutOptions
 from training import checkpoint
+from training.config_check import ConfigError
+from training.eval_config_check import check_eval_against_policy, check_eval_config, claim_out_dir, empty_out_dir
 from training.eval_store import policy_for_store, restrict_to_store
+
+EXIT_EPISODE_ERRORS = 3  # the evaluation ran, but episodes errored (allow_errors=true accepts that)
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 class EvalError(RuntimeError):
     """A problem the user can fix (bad checkpoint, missing simulator, bad option): one clear message."""
+
+
+class EvalConfigError(EvalError, ConfigError):
+    """A bad value of conf/eval.yaml (training/eval_config_check.py): exit code 2."""
+
+
+@contextmanager
+def _config_errors() -> Iterator[None]:
+    try:
+        yield
+    except ConfigError as err:
+        raise EvalConfigError(str(err)) from None
 
 
 class _Terminated(KeyboardInterrupt):
@@ -51,6 +69,8 @@ def evaluate(cfg: DictConfig | dict[str, Any], command: str | None = None) -> di
 
     if isinstance(cfg, DictConfig):
         cfg = OmegaConf.to_container(cfg, resolve=True)
+    with _config_errors():
+        check_eval_config(cfg)  # every value, before the checkpoint is read
     try:
         options = RolloutOptions.from_config(cfg, device=None)
     except (TypeError, ValueError) as err:
@@ -66,12 +86,17 @@ def evaluate(cfg: DictConfig | dict[str, Any], command: str | None = None) -> di
         except ValueError as err:
             raise EvalError(str(err)) from None
     out = Path(cfg["out"] or checkpoint.run_dir_of(ckpt_path) / "eval" / time.strftime("%Y-%m-%d_%H-%M-%S"))
-    options = options.replace(device=str(device), video={"dir": _writable(out, options.video.n)})
+    with _config_errors():
+        check_eval_against_policy(cfg, policy, tasks)
+        replace = claim_out_dir(out, cfg["overwrite"])
     demo_seeds = ckpt["dataset"].get("demo_seeds")
     try:
         options.episode_seeds(demo_seeds)  # here, not after the workers have started
     except ValueError as err:
         raise EvalError(str(err)) from None
+    if replace:
+        empty_out_dir(out)  # the earlier results go whole: none is left beside the new ones
+    options = options.replace(device=str(device), video={"dir": _writable(out, options.video.n)})
     try:
         metrics = run(policy, tasks, options, demo_seeds=demo_seeds)
     except EnvBuildError as err:
@@ -81,15 +106,18 @@ def evaluate(cfg: DictConfig | dict[str, Any], command: str | None = None) -> di
 
 
 def run_cli(cfg: DictConfig, command: str) -> int:
-    """`evaluate` for the command line, as an exit code: 1 after a user error (one line on stderr),
-    130 / 143 after Ctrl-C / SIGTERM (the worker processes are closed first, quietly)."""
+    """`evaluate` for the command line, as an exit code: 2 after a bad config value, 1 after another user
+    error (one line on stderr each), 3 when episodes errored (unless allow_errors=true), 130 / 143 after
+    Ctrl-C / SIGTERM (the worker processes are closed first, quietly)."""
     def terminated(signum: int, frame: Any) -> None:
         raise _Terminated
 
     previous = signal.signal(signal.SIGTERM, terminated)
     try:
-        evaluate(cfg, command=command)
-        return 0
+        info = evaluate(cfg, command=command)
+    except EvalConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     except EvalError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -98,6 +126,12 @@ def run_cli(cfg: DictConfig, command: str) -> int:
         return 128 + (signal.SIGTERM if isinstance(err, _Terminated) else signal.SIGINT)
     finally:
         signal.signal(signal.SIGTERM, previous)
+    n_errors, n = info["aggregate"]["n_errors"], info["aggregate"]["n_episodes"]
+    if n_errors and not cfg.get("allow_errors"):
+        print(f"error: {n_errors} of {n} episodes errored (not failures: no score for them; see 'error' in "
+              f"{info['out_dir']}/eval_info.json); fix the cause, or pass allow_errors=true", file=sys.stderr)
+        return EXIT_EPISODE_ERRORS
+    return 0
 
 
 def pick_device(spec: str) -> torch.device:

@@ -156,6 +156,13 @@ class PolicyModule(L.LightningModule):
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(batch_idx)
             loss, metrics = policy.compute_loss(batch)
+            if not torch.isfinite(loss):  # as in training: a NaN must not rank checkpoints or pass silently
+                bad = non_finite_inputs(batch)
+                raise NonFiniteLoss(
+                    f"validation loss became {loss.item()} at step {self.global_step}"
+                    + (f": the validation batch holds non-finite values in {bad}; check the store with "
+                       "`python -m data.inspect STORE --check`" if bad else "; stopping (checkpoints/last.ckpt "
+                       "is the last good state)"))
             self.log("val/loss", loss, prog_bar=True, batch_size=bs, sync_dist=True)
             # val/loss carries MoDE's load-balancing and z terms (a near-constant ~0.01 offset);
             # the diffusion term alone is what compares across policies.

@@ -17,8 +17,10 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import OmegaConf
 
 from training import checkpoint, demos, init_from, loggers, wiring
+from training import run_dir as run_dirs
 from training.config_check import check_train_config
 from training.mixture_data import build_mixture_data
+from training.store_check import check_against_store
 from training.threads import training_threads
 
 log = logging.getLogger("train")
@@ -54,37 +56,51 @@ def rollout_callbacks(cfg: dict[str, Any], info: dict[str, Any]) -> list:
     return [RolloutEvalCallback.from_config(r, info["tasks"], info["demo_seeds"])]
 
 
-def train(cfg: dict[str, Any], run_dir: Path) -> Path:
+def train(cfg: dict[str, Any], run_dir: Path, command: str = "") -> Path:
     """Train as `cfg` says; returns the run directory (checkpoints/, config.yaml, logs)."""
     check_train_config(cfg)
     init_from.check_before_build(cfg)
     quiet_known_warnings()
-    torch.set_num_threads(training_threads(cfg["threads"]))
-    L.seed_everything(cfg["seed"], workers=True, verbose=False)
-    ckpt_path, run_id, resume_step = None, None, None
+    ckpt_path, run_id, resume_step, changes = None, None, None, {}
     if cfg["resume"]:
         ckpt_path = checkpoint.resolve_checkpoint(cfg["resume"])
         ckpt = checkpoint.read_checkpoint(ckpt_path)
         checkpoint.check_resumable(ckpt, ckpt_path, cfg)
         run_id, resume_step = ckpt.get("wandb_run_id"), int(ckpt["global_step"])
         run_dir = checkpoint.run_dir_of(ckpt_path)
+        changes = run_dirs.check_resume_config(run_dir, cfg, (ckpt.get("dataset") or {}).get("path"))
         log.info("resuming %s from %s (step %d)", run_dir, ckpt_path, ckpt["global_step"])
         del ckpt
+    claim = run_dirs.claim_run_dir(run_dir)  # one live run per directory, before anything is generated
+    try:
+        return _train(cfg, run_dir, ckpt_path, run_id, resume_step, changes, command)
+    finally:
+        claim.release()
+
+
+def _train(cfg: dict[str, Any], run_dir: Path, ckpt_path: Path | None, run_id: str | None,
+           resume_step: int | None, changes: dict[str, list], command: str) -> Path:
+    torch.set_num_threads(training_threads(cfg["threads"]))
+    L.seed_everything(cfg["seed"], workers=True, verbose=False)
     if cfg["data"]["mixture"]:  # several stores (training/mixture_data.py); none is generated
         dm, lang = build_mixture_data(cfg)
     else:
+        check_against_store(cfg)  # a store that exists: its keys and the batch, before any top-up
         demos.ensure_dataset(cfg["task"])
+        check_against_store(cfg)
         lang = demos.language_table(cfg["task"], cfg["data"]["cache_dir"])
         dm = wiring.build_datamodule(cfg, lang_dim=0 if lang is None else int(lang.shape[1]))
         demos.check_against_env_specs(dm.store, dm.obs_keys)
     module = wiring.build_module(cfg, dm, lang)
     init_from.prepare_finetuning(module, cfg, run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     logger = loggers.build_logger(cfg, run_dir, run_id, resume_step)
     module.wandb_run_id = loggers.wandb_run_id(logger)
     trainer = wiring.build_trainer(cfg, run_dir, logger, rollout_callbacks(cfg, module.dataset_info))
     if trainer.is_global_zero:
-        OmegaConf.save(OmegaConf.create(cfg), run_dir / "config.yaml")
+        if ckpt_path is None or not (run_dir / "config.yaml").exists():
+            OmegaConf.save(OmegaConf.create(cfg), run_dir / "config.yaml")
+        else:  # config.yaml stays what the earlier steps trained with; this segment's changes beside it
+            run_dirs.record_resume(run_dir, changes, resume_step or 0, command)
         n_params = sum(p.numel() for p in module.policy.parameters())
         log.info("policy %s: %.2fM parameters; %d training / %d validation episodes; run dir %s",
                  cfg["policy"]["name"], n_params / 1e6, len(dm.train_ids), len(dm.val_ids), run_dir)

@@ -19,6 +19,7 @@ from data.dataset import default_normalizer_modes
 from policies.base import Policy
 from training.callbacks import PeriodicCheckpoint, RunPictures, SaveOnInterrupt, StepLog, StepProgressBar
 from training.checkpoint import LAST, policy_config
+from training.checkpoint_io import CheckedCheckpointIO
 from training.datamodule import DemoDataModule
 from training.module import PolicyModule
 
@@ -99,7 +100,7 @@ def build_trainer(cfg: dict[str, Any], run_dir: Path, logger, extra_callbacks: l
         val_check_interval=t["val_check_interval"], check_val_every_n_epoch=None,
         limit_val_batches=t["limit_val_batches"], log_every_n_steps=t["log_every_n_steps"],
         enable_progress_bar=progress_bar, deterministic=t["deterministic"], logger=logger,
-        callbacks=callbacks,
+        callbacks=callbacks, plugins=[CheckedCheckpointIO()],  # a save that fails stops the run in one line
         use_distributed_sampler=False,  # StepBatchSampler splits batches across ranks itself
         num_sanity_val_steps=0,
         enable_model_summary=False,  # train.py logs the parameter count in one line

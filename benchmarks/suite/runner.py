@@ -60,6 +60,9 @@ class SuiteRunner:
         self.seeds = tuple(seeds) if seeds else self.budget.seeds
         self.tasks = suite.select_tasks(tasks)
         self.out = Path(out or REPO / "outputs" / "suites" / f"{suite.name}-{budget}").resolve()
+        from training.config_check import check_output_dir
+
+        check_output_dir(self.out, "out")  # before the first command: a file, /dev/full/x, a long name (ValueError)
         self.dry_run, self.rescore, self.execute, self.echo = dry_run, rescore, execute, echo
         self.command = command
         self.git = records.git_state()

@@ -109,7 +109,7 @@ def test_corrupted_chunk_is_one_line_not_a_codec_traceback(store_path, capsys):
     with pytest.raises(StoreError) as err:
         store.load(["action"])
     assert str(err.value) == (
-        f"store {store_path!r}: data/action rows 0-44 cannot be read (RuntimeError: error during blosc "
+        f"store {store_path!r}: data/action rows 0-15 (episodes 0-1) cannot be read (RuntimeError: error during blosc "
         f"decompression: -1); `python -m data.inspect {store_path} --check` names the damaged chunk and what to do")
     line = (f"store {store_path!r}: chunk data/action/c/0/0 cannot be decoded (RuntimeError: error during blosc "
             f"decompression: -1): the file is corrupt (rows 0-15, episodes 0-1): {REWRITE}, or drop episodes 0-1")
