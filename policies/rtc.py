@@ -9,7 +9,7 @@ after them that the old chunk still planned. Each sampler step here replaces the
 
 where Y is the committed prefix placed at the chunk's own time steps and W a soft mask: 1 over the first
 `delay` actions (they *will* be executed, so the new chunk must agree), then decaying to 0 over the rest
-of the prefix, 0 beyond it. Because x moves toward D' at every step, the network sees the committed
+of the prefix, 0 beyond it (the mask: robot_client/transitions.py soft_prefix_weights). Because x moves toward D' at every step, the network sees the committed
 actions in its input and continues them; at σ = 0 the first `delay` actions equal Y exactly.
 Inpainting of the denoised estimate needs no gradient through the network (the paper's pseudo-inverse
 guidance does), so it runs under inference_mode, with the expert cache and with compile=step.
@@ -17,24 +17,9 @@ guidance does), so it runs under inference_mode, with the expert cache and with 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
-
-
-def soft_prefix_weights(n_prefix: int, delay: int, length: int) -> torch.Tensor:
-    """W [length]: 1 for i < delay; for delay <= i < n_prefix, c (e^c - 1) / (e - 1) with
-    c = (n_prefix - i) / (n_prefix - delay + 1), an exponential fall from ~1 to ~0; 0 from n_prefix on."""
-    if not 0 <= delay <= n_prefix <= length:
-        raise ValueError(f"need 0 <= delay ({delay}) <= prefix length ({n_prefix}) <= chunk length ({length})")
-    w = torch.zeros(length)
-    w[:delay] = 1.0
-    span = n_prefix - delay + 1
-    for i in range(delay, n_prefix):
-        c = (n_prefix - i) / span
-        w[i] = c * math.expm1(c) / math.expm1(1.0)
-    return w
 
 
 @dataclass

@@ -56,7 +56,7 @@ class PolicyClient:
         while True:
             try:
                 ws = connect(self.url, open_timeout=max(0.05, give_up_at - time.monotonic()),
-                             max_size=self.max_message_bytes, compression=None)
+                             max_size=self.max_message_bytes, compression=None, legacy=True)
                 ws.send(encode({"type": "hello", "protocol": PROTOCOL_VERSION, "token": self.token}))
                 reply = decode(ws.recv(timeout=max(0.05, give_up_at - time.monotonic())), self.max_message_bytes)
                 if reply["type"] == "error":

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from policies.base import CheckpointError, Policy, read_checkpoint_file
-from policies.rtc import soft_prefix_weights
+from robot_client.transitions import soft_prefix_weights
 from serving.schema import ObsSchema, ValidRequest
 
 PRECISIONS = ("fp32", "bf16", "int8")
@@ -86,7 +86,7 @@ class ServedModel:
             for i, r in enumerate(requests):
                 if r.prefix is not None:
                     prefix[i, : len(r.prefix)] = r.prefix
-                    weights[i] = soft_prefix_weights(len(r.prefix), r.delay_steps, n)
+                    weights[i] = torch.from_numpy(soft_prefix_weights(len(r.prefix), r.delay_steps, n))
             kwargs.update(prefix=torch.from_numpy(prefix), prefix_weights=weights)
         with torch.inference_mode():
             action = self.policy.predict_action(obs, goal, **kwargs)

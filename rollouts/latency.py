@@ -1,0 +1,72 @@
+"""Inference delay simulated in environment time (eval_rollouts.py latency_ms=, transition=).
+
+A robot keeps moving while its next chunk is computed. Here, a chunk asked for at step t (from the
+observation of step t) takes over only at step t + delay, delay = round(latency_ms * control rate): the
+env executes the old chunk's remaining actions meanwhile (or repeats the last action when none are left),
+and the next request goes out when `delay` actions remain. The chunk is computed at once and merged in
+the future, which is the same as waiting for it in real time, and keeps the run deterministic.
+Transitions are robot_client/transitions.py's, the ones the robot's ActionScheduler uses; with `rtc` the
+policy is given the committed actions (prefix) and the guidance mask over the delay.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from robot_client.transitions import TRANSITIONS, ActionQueue, soft_prefix_weights
+
+
+class LatencySim:
+    def __init__(self, delay_steps: int, transition: str, n_action_steps: int) -> None:
+        if transition not in TRANSITIONS:
+            raise ValueError(f"unknown transition {transition!r}; choose one of {', '.join(TRANSITIONS)}")
+        if delay_steps < 0:
+            raise ValueError("latency must be >= 0")
+        self.delay, self.transition, self.n_action_steps = int(delay_steps), transition, int(n_action_steps)
+        self._queues: dict[int, ActionQueue] = {}
+        self._t: dict[int, int] = {}
+        self._last: dict[int, np.ndarray] = {}
+        self.boundary_steps: dict[int, list[int]] = {}  # per episode: the steps where a new chunk took over
+
+    @classmethod
+    def from_options(cls, latency_ms: float, control_rate_hz: float, transition: str,
+                     n_action_steps: int) -> LatencySim:
+        return cls(round(float(latency_ms) * float(control_rate_hz) / 1e3), transition, n_action_steps)
+
+    def policy_kwargs(self, episodes: list[int], action_dim: int, device: Any) -> dict[str, Any]:
+        """rtc: the committed prefix of each episode (from its current step on) and its guidance mask."""
+        if self.transition != "rtc":
+            return {}
+        rows = [self._queues[i].remaining(self._t[i])[: self.n_action_steps] if i in self._queues else None
+                for i in episodes]
+        n = max((len(r) for r in rows if r is not None), default=0)
+        if n == 0:
+            return {}
+        prefix = np.zeros((len(rows), n, action_dim), dtype=np.float32)
+        weights = np.zeros((len(rows), n), dtype=np.float32)
+        for k, r in enumerate(rows):
+            if r is not None and len(r):
+                prefix[k, : len(r)] = r
+                weights[k] = soft_prefix_weights(len(r), min(self.delay, len(r)), n)
+        return {"prefix": torch.from_numpy(prefix).to(device), "prefix_weights": torch.from_numpy(weights).to(device)}
+
+    def actions(self, episode: int, chunk: np.ndarray) -> np.ndarray:
+        """The actions episode `episode` executes until its next request, given the chunk just computed."""
+        queue = self._queues.setdefault(episode, ActionQueue(chunk.shape[-1]))
+        t = self._t.get(episode, 0)
+        first = t == 0  # the robot waits for its first chunk
+        take_over = t if first else t + self.delay
+        queue.merge(chunk, t, take_over, self.transition)
+        self.boundary_steps.setdefault(episode, []).append(take_over)
+        n = self.n_action_steps if first else max(1, self.n_action_steps - self.delay)
+        out = []
+        for step in range(t, t + n):
+            action = queue.pop(step)
+            action = self._last.get(episode, np.zeros_like(chunk[0])) if action is None else action
+            self._last[episode] = action
+            out.append(action)
+        self._t[episode] = t + n
+        return np.stack(out)
