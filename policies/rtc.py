@@ -9,8 +9,9 @@ after them that the old chunk still planned. Each sampler step here replaces the
 
 where Y is the committed prefix placed at the chunk's own time steps and W a soft mask: 1 over the first
 `delay` actions (they *will* be executed, so the new chunk must agree), then decaying to 0 over the rest
-of the prefix, 0 beyond it (the mask: robot_client/transitions.py soft_prefix_weights). Because x moves toward D' at every step, the network sees the committed
-actions in its input and continues them; at σ = 0 the first `delay` actions equal Y exactly.
+of the prefix, 0 beyond it (the mask: robot_client/transitions.py soft_prefix_weights). Because x moves
+toward D' at every step, the network sees the committed actions in its input and continues them; at σ = 0
+the first `delay` actions equal Y exactly.
 Inpainting of the denoised estimate needs no gradient through the network (the paper's pseudo-inverse
 guidance does), so it runs under inference_mode, with the expert cache and with compile=step.
 """

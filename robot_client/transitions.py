@@ -77,8 +77,8 @@ class ActionQueue:
             k = min(len(old), len(new))
             w_old = ((k - np.arange(k)) / (k + 1))[:, None].astype(np.float32)
             new = np.concatenate([w_old * old[:k] + (1 - w_old) * new[:k], new[k:]])
-        start = min(self.start, from_step) if len(keep) else from_step
-        if len(keep) < from_step - start:  # a gap between the old actions and the new: none to fill it
-            start = from_step
-            keep = keep[:0]
+        start = self.start if len(keep) else from_step
+        gap = from_step - (start + len(keep))
+        if gap > 0:  # the old chunk ends before the new one arrives: the robot holds its last old action
+            keep = np.concatenate([keep, np.repeat(keep[-1:], gap, axis=0)])
         self.start, self.actions = start, np.concatenate([keep, new])
