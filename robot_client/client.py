@@ -52,7 +52,7 @@ class PolicyClient:
 
     # --- connection -----------------------------------------------------------------------------
     def _open(self, give_up_at: float) -> None:
-        delay = self.backoff_s[0]
+        delay, why = self.backoff_s[0], "no answer"
         while True:
             try:
                 ws = connect(self.url, open_timeout=max(0.05, give_up_at - time.monotonic()),
@@ -67,12 +67,13 @@ class PolicyClient:
             except ServerError as err:
                 if err.code in FATAL_CODES:
                     raise
+                why = str(err)
             except InvalidURI:
                 raise
-            except (OSError, TimeoutError, InvalidHandshake, ConnectionClosed, ProtocolError):
-                pass
+            except (OSError, TimeoutError, InvalidHandshake, ConnectionClosed, ProtocolError) as err:
+                why = f"{type(err).__name__}: {err}".splitlines()[0]
             if time.monotonic() + delay >= give_up_at:
-                raise ServerUnavailable(f"no policy server at {self.url} (gave up after retrying with backoff)")
+                raise ServerUnavailable(f"no policy server at {self.url} (retried with backoff; last: {why})")
             time.sleep(delay)
             delay = min(2 * delay, self.backoff_s[1])
 
