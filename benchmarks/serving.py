@@ -301,7 +301,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a few requests per case (seconds)")
     parser.add_argument("--save", action="store_true", help="write benchmarks/results/serving-cpu.jsonl")
+    parser.add_argument("--table", action="store_true", help="print the committed results as a markdown table")
     args = parser.parse_args()
+    if args.table:
+        return print_table()
     torch.set_num_threads(1)
     rec = Recorder("serving", "cpu", save=args.save)
     n = 10 if args.quick else 200
@@ -315,6 +318,17 @@ def main() -> None:
     path = rec.write()
     if path:
         print(f"# wrote {path}")
+
+
+def print_table(path: Path = REPO / "benchmarks" / "results" / "serving-cpu.jsonl") -> None:
+    """The committed results as docs/deploy.md shows them."""
+    import json
+
+    print("| case | metric | value |\n|---|---|---|")
+    for line in path.read_text().splitlines():
+        r = json.loads(line)
+        extra = f" ({r['codes']})" if "codes" in r else ""
+        print(f"| {r['case']} | {r['metric']} | {r['value']:.3g} {r['unit']}{extra} |")
 
 
 if __name__ == "__main__":
