@@ -30,6 +30,7 @@ class LatencySim:
         self._t: dict[int, int] = {}
         self._last: dict[int, np.ndarray] = {}
         self.boundary_steps: dict[int, list[int]] = {}  # per episode: the steps where a new chunk took over
+        self._sent: dict[int, list[np.ndarray]] = {}  # per episode: every action sent, in step order
 
     @classmethod
     def from_options(cls, latency_ms: float, control_rate_hz: float, transition: str,
@@ -61,7 +62,7 @@ class LatencySim:
         take_over = t if first else t + self.delay
         queue.merge(chunk, t, take_over, self.transition)
         self.boundary_steps.setdefault(episode, []).append(take_over)
-        n = self.n_action_steps if first else max(1, self.n_action_steps - self.delay)
+        n = max(1, self.n_action_steps - self.delay)  # the next request goes out while `delay` actions remain
         out = []
         for step in range(t, t + n):
             action = queue.pop(step)
@@ -69,4 +70,22 @@ class LatencySim:
             self._last[episode] = action
             out.append(action)
         self._t[episode] = t + n
+        self._sent.setdefault(episode, []).extend(out)
         return np.stack(out)
+
+    def summary(self) -> dict[str, Any]:
+        """How smooth the chunk boundaries were: max_d |a_t - a_(t-1)| at the steps where a new chunk took over,
+        against the same within chunks (over the actions sent; an episode may end before its last ones)."""
+        at_boundary, within = [], []
+        for episode, sent in self._sent.items():
+            if len(sent) < 2:
+                continue
+            jumps = np.abs(np.diff(np.stack(sent), axis=0)).max(axis=1)  # jumps[i]: step i+1 vs step i
+            boundaries = {b for b in self.boundary_steps.get(episode, []) if 0 < b < len(sent)}
+            for i, jump in enumerate(jumps):
+                (at_boundary if i + 1 in boundaries else within).append(float(jump))
+        out: dict[str, Any] = {"mode": self.transition, "delay_steps": self.delay}
+        if at_boundary and within:
+            out.update(boundary_jump_p50=float(np.median(at_boundary)), boundary_jump_max=float(max(at_boundary)),
+                       within_chunk_p99=float(np.percentile(within, 99)))
+        return out

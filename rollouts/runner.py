@@ -100,7 +100,10 @@ class Runner:
             raise
         finally:
             bar.stop()
-        return metrics_of(records, self.tasks, plan, time.perf_counter() - t0, len(self._workers))
+        metrics = metrics_of(records, self.tasks, plan, time.perf_counter() - t0, len(self._workers))
+        if sim is not None:
+            metrics["transition"] = sim.summary()
+        return metrics
 
     # --- one evaluation ---------------------------------------------------------------------------
     def _episodes(self, policy: Any, plan: Plan, bar: Progress, sim: LatencySim | None = None,

@@ -196,6 +196,13 @@ class PolicyServer:
             task.add_done_callback(tasks.discard)
 
     async def _answer(self, ws: ServerConnection, client: int, request: Any, t_recv: float, t_valid: float) -> None:
+        try:
+            await self._answer_or_raise(ws, client, request, t_recv, t_valid)
+        except ConnectionClosed:
+            pass  # the client left while its request was in flight: nobody to answer
+
+    async def _answer_or_raise(self, ws: ServerConnection, client: int, request: Any, t_recv: float,
+                               t_valid: float) -> None:
         loop = asyncio.get_running_loop()
         future: asyncio.Future = loop.create_future()
 

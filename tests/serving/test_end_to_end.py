@@ -49,8 +49,11 @@ def test_remote_rollouts_equal_local_ones_with_and_without_rtc(tmp_path, monkeyp
             assert outcomes(local) == outcomes(remote) and len(local_actions) == len(remote_actions) > 2
             for a, b in zip(local_actions, remote_actions):
                 np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
-        # with 2 steps of delay each round executes n_action_steps - 2 actions after the first chunk
-        assert [len(a) for a in local_actions[:3]] == [4, 2, 2]
+        # with 2 steps of delay each round executes n_action_steps - 2 actions, the last 2 run during the next request
+        assert [len(a) for a in local_actions[:3]] == [2, 2, 2]
+        smooth = remote["aggregate"]["transition"]
+        assert smooth["mode"] == "rtc" and smooth["delay_steps"] == 2
+        assert smooth["boundary_jump_max"] >= smooth["boundary_jump_p50"] >= 0 and smooth["within_chunk_p99"] >= 0
 
 
 def test_zero_latency_switching_is_plain_replanning(tmp_path, monkeypatch) -> None:

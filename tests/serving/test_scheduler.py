@@ -114,3 +114,17 @@ def test_hold_repeats_the_last_action_while_no_chunk_arrives() -> None:
 def test_rtc_needs_a_server_that_takes_a_prefix() -> None:
     with pytest.raises(ValueError, match="blend"):
         ActionScheduler(FakeClient(rtc=False), transition="rtc")
+
+
+def test_simulated_delay_executes_the_old_chunk_then_measures_the_boundary_jump() -> None:
+    from rollouts.latency import LatencySim
+
+    sim = LatencySim(delay_steps=1, transition="switch", n_action_steps=4)
+    first = sim.actions(0, np.zeros((4, 2), np.float32))  # the robot waits for its first chunk (no delay)
+    second = sim.actions(0, np.ones((4, 2), np.float32))  # asked at step 3 with one action left; takes over at 4
+    third = sim.actions(0, np.full((4, 2), 5.0, np.float32))  # asked at step 6, takes over at step 7
+    assert len(first) == len(second) == len(third) == 3
+    assert second[0, 0] == 0.0 and np.all(second[1:] == 1.0)  # step 3: the old chunk's last action
+    assert third[0, 0] == 1.0 and np.all(third[1:] == 5.0)
+    s = sim.summary()
+    assert s["boundary_jump_max"] == 4.0 and s["boundary_jump_p50"] == 2.5 and s["within_chunk_p99"] == 0.0
