@@ -28,7 +28,7 @@ def run_server(cfg: dict[str, Any], checkpoint: Path) -> None:
     device = cfg["device"]
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = ServedModel.load(checkpoint, cfg["precision"], device)
+    model = ServedModel.load(checkpoint, cfg["precision"], device, cfg["compile"])
     log.info("loaded %s (%s, model hash %s) from %s", model.policy.name, cfg["precision"], model.model_hash,
              checkpoint)
     try:

@@ -41,7 +41,9 @@ class ServedModel:
         self.supports_rtc = "prefix" in params
 
     @classmethod
-    def load(cls, path: str | os.PathLike, precision: str = "fp32", device: str = "cpu") -> ServedModel:
+    def load(cls, path: str | os.PathLike, precision: str = "fp32", device: str = "cpu",
+             compile: str | None = None) -> ServedModel:
+        """`compile`: none | step | loop | graph in place of the checkpoint's (MoDE; policies/compiled_sampling.py)."""
         if precision not in PRECISIONS:
             raise ServeError(f"precision={precision!r}: choose one of {', '.join(PRECISIONS)}")
         try:
@@ -54,6 +56,13 @@ class ServedModel:
             raise ServeError(f"cannot rebuild the policy from {path}: {str(err).splitlines()[0]}") from None
         digest = model_hash(ckpt["policy"]["state_dict"])
         policy = policy.to(device).eval()
+        if compile is not None:
+            from policies.mode import COMPILE_MODES
+
+            if "compile" not in vars(policy.net) or compile not in COMPILE_MODES:
+                raise ServeError(f"compile={compile!r}: only a MoDE policy compiles, with one of "
+                                 f"{', '.join(COMPILE_MODES)}")
+            policy.net.compile = compile
         if precision != "fp32":
             from policies.quantize import quantize_policy
 

@@ -72,3 +72,12 @@ def test_a_server_with_another_model_is_refused(tmp_path) -> None:
                            f"env_factory={fake_env.__name__}:make_env", f"out={tmp_path / 'eval'}"])
         with pytest.raises(EvalError, match="another model"):
             evaluate(cfg)
+
+
+def test_compile_override_is_checked(tmp_path) -> None:
+    from serving.model import ServeError
+
+    ckpt = write_checkpoint(tmp_path / "tiny.ckpt", tiny_policy())
+    with pytest.raises(ServeError, match="compile"):
+        ServedModel.load(ckpt, compile="fastest")
+    assert ServedModel.load(ckpt, compile="none").policy.net.compile == "none"
