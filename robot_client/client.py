@@ -135,4 +135,4 @@ class PolicyClient:
             if reply["type"] == "error":
                 raise ServerError(reply["code"], reply["message"], rid)
             self.last_timings = reply.get("timings_ms", {})
-            return reply["action"]
+            return np.array(reply["action"])  # a writable copy, not a view of the frame
