@@ -14,7 +14,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import Recorder
+from benchmarks.common import RESULTS_DIR, Recorder
 from training.evaluate import evaluate, load_config
 
 
@@ -26,13 +26,18 @@ def run_case(ckpt: str, episodes: int, workers: int, out: Path, *overrides: str)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoint")
+    parser.add_argument("checkpoint", nargs="?")
     parser.add_argument("--episodes", type=int, default=50)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--latencies", type=int, nargs="+", default=[100, 200, 300])
     parser.add_argument("--transitions", nargs="+", default=["switch", "blend", "rtc"])
     parser.add_argument("--save", action="store_true", help="write benchmarks/results/serving-latency-cpu.jsonl")
+    parser.add_argument("--table", action="store_true", help="print the committed results as a markdown table")
     args = parser.parse_args()
+    if args.table:
+        return print_table()
+    if not args.checkpoint:
+        parser.error("give a checkpoint")
     rec = Recorder("serving-latency", "cpu", save=args.save)
     with tempfile.TemporaryDirectory() as tmp:
         cases = [(0, None)] + [(lat, t) for lat in args.latencies for t in args.transitions]
@@ -51,6 +56,24 @@ def main() -> None:
     path = rec.write()
     if path:
         print(f"# wrote {path}")
+
+
+def print_table(path: Path = RESULTS_DIR / "serving-latency-cpu.jsonl") -> None:
+    """One row per case: success [95% CI], boundary jump p50 / max, within-chunk p99."""
+    import json
+
+    rows: dict[str, dict] = {}
+    for line in path.read_text().splitlines():
+        r = json.loads(line)
+        rows.setdefault(r["case"], {})[r["metric"]] = r
+    print("| case | success [95% CI] | boundary jump p50 / max | within-chunk p99 |\n|---|---|---|---|")
+    for case, m in rows.items():
+        s = m["success_rate"]
+        lo, hi = s["ci95"]
+        jumps = (f"{m['boundary_jump_p50']['value']:.3f} / {m['boundary_jump_max']['value']:.3f}"
+                 if "boundary_jump_p50" in m else "-")
+        within = f"{m['within_chunk_p99']['value']:.3f}" if "within_chunk_p99" in m else "-"
+        print(f"| {case} | {s['value']:.2f} [{lo:.2f}, {hi:.2f}] (n={s['n_episodes']}) | {jumps} | {within} |")
 
 
 if __name__ == "__main__":
