@@ -14,7 +14,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import RESULTS_DIR, Recorder
+from benchmarks.common import Recorder
 from training.evaluate import evaluate, load_config
 
 
@@ -29,13 +29,15 @@ def main() -> None:
     parser.add_argument("checkpoint", nargs="?")
     parser.add_argument("--episodes", type=int, default=50)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--n-action-steps", type=int, default=None,
+                        help="execution horizon (< the policy's chunk: the old chunk overlaps the new one)")
     parser.add_argument("--latencies", type=int, nargs="+", default=[100, 200, 300])
     parser.add_argument("--transitions", nargs="+", default=["switch", "blend", "rtc"])
     parser.add_argument("--save", action="store_true", help="write benchmarks/results/serving-latency-cpu.jsonl")
-    parser.add_argument("--table", action="store_true", help="print the committed results as a markdown table")
+    parser.add_argument("--table", metavar="JSONL", help="print a results file as a markdown table")
     args = parser.parse_args()
     if args.table:
-        return print_table()
+        return print_table(Path(args.table))
     if not args.checkpoint:
         parser.error("give a checkpoint")
     rec = Recorder("serving-latency", "cpu", save=args.save)
@@ -43,11 +45,14 @@ def main() -> None:
         cases = [(0, None)] + [(lat, t) for lat in args.latencies for t in args.transitions]
         for i, (latency, transition) in enumerate(cases):
             extra = [] if transition is None else [f"latency_ms={latency}", f"transition={transition}"]
+            if args.n_action_steps:
+                extra.append(f"n_action_steps={args.n_action_steps}")
             info = run_case(args.checkpoint, args.episodes, args.workers, Path(tmp) / str(i), *extra)
             agg = info["aggregate"]
             case = f"{transition or 'replan'}-{latency}ms"
             ctx = {"checkpoint": args.checkpoint, "tasks": list(info["per_task"]), "n_episodes": agg["n_episodes"],
-                   "latency_ms": latency, "transition": transition or "replan"}
+                   "latency_ms": latency, "transition": transition or "replan",
+                   "n_action_steps": agg["n_action_steps"]}
             rec.emit(case, "success_rate", agg["success_rate"], "", ci95=agg["success_ci95"], **ctx)
             smooth = agg.get("transition") or {}
             for key in ("boundary_jump_p50", "boundary_jump_max", "within_chunk_p99"):
@@ -58,7 +63,7 @@ def main() -> None:
         print(f"# wrote {path}")
 
 
-def print_table(path: Path = RESULTS_DIR / "serving-latency-cpu.jsonl") -> None:
+def print_table(path: Path) -> None:
     """One row per case: success [95% CI], boundary jump p50 / max, within-chunk p99."""
     import json
 

@@ -3,7 +3,9 @@
 A robot keeps moving while its next chunk is computed. Here, a chunk asked for at step t (from the
 observation of step t) takes over only at step t + delay, delay = round(latency_ms * control rate): the
 env executes the old chunk's remaining actions meanwhile (or repeats the last action when none are left),
-and the next request goes out when `delay` actions remain. The chunk is computed at once and merged in
+and the next request goes out after n_action_steps - delay actions (the execution horizon n_action_steps
+may be shorter than the policy's chunk: the old chunk's actions past it are what blend and rtc overlap
+with the new one). The chunk is computed at once and merged in
 the future, which is the same as waiting for it in real time, and keeps the run deterministic.
 Transitions are robot_client/transitions.py's, the ones the robot's ActionScheduler uses; with `rtc` the
 policy is given the committed actions (prefix) and the guidance mask over the delay.
@@ -41,8 +43,7 @@ class LatencySim:
         """rtc: the committed prefix of each episode (from its current step on) and its guidance mask."""
         if self.transition != "rtc":
             return {}
-        rows = [self._queues[i].remaining(self._t[i])[: self.n_action_steps] if i in self._queues else None
-                for i in episodes]
+        rows = [self._queues[i].remaining(self._t[i]) if i in self._queues else None for i in episodes]
         n = max((len(r) for r in rows if r is not None), default=0)
         if n == 0:
             return {}

@@ -118,7 +118,7 @@ class Runner:
             if ready:  # 3. one batched policy call for the ready envs; each executes its chunk
                 extra = {} if sim is None else sim.policy_kwargs([w.episode.index for w in ready],
                                                                   _action_dim(policy), plan.device)
-                chunks = _predict(policy, ready, plan, extra)
+                chunks = _predict(policy, ready, plan, extra, cut=sim is None)
                 for w, chunk in zip(ready, chunks):
                     actions = chunk if sim is None else sim.actions(w.episode.index, chunk)
                     w.send(("act", actions), plan.timeout_s)
@@ -192,7 +192,10 @@ def _action_dim(policy: Any) -> int:
     return int(policy.shape_meta["action"]["shape"][0])
 
 
-def _predict(policy: Any, ready: list[WorkerHandle], plan: Plan, extra: dict[str, Any] | None = None) -> np.ndarray:
+def _predict(policy: Any, ready: list[WorkerHandle], plan: Plan, extra: dict[str, Any] | None = None,
+             cut: bool = True) -> np.ndarray:
+    """[B, Ta, Da]: the first plan.n_action_steps actions of each chunk, or (cut=False: the delay simulation,
+    whose old chunk keeps going past the execution horizon) the whole chunk."""
     histories = [w.episode.obs for w in ready]
     obs = {k: torch.from_numpy(np.stack([h[k] for h in histories])).to(plan.device) for k in histories[0]}
     goal = {"task": torch.tensor([w.episode.task for w in ready], dtype=torch.int64, device=plan.device)}
@@ -201,4 +204,4 @@ def _predict(policy: Any, ready: list[WorkerHandle], plan: Plan, extra: dict[str
         action = policy.predict_action(obs, goal, **noise, **(extra or {}))
     if action.ndim != 3 or action.shape[0] != len(ready):
         raise ValueError(f"predict_action must return [B={len(ready)}, Ta, Da], got {tuple(action.shape)}")
-    return action[:, :plan.n_action_steps].detach().float().cpu().numpy()
+    return action[:, :plan.n_action_steps if cut else None].detach().float().cpu().numpy()

@@ -128,3 +128,16 @@ def test_simulated_delay_executes_the_old_chunk_then_measures_the_boundary_jump(
     assert third[0, 0] == 1.0 and np.all(third[1:] == 5.0)
     s = sim.summary()
     assert s["boundary_jump_max"] == 4.0 and s["boundary_jump_p50"] == 2.5 and s["within_chunk_p99"] == 0.0
+
+
+def test_a_shorter_execution_horizon_gives_blend_an_overlap() -> None:
+    from rollouts.latency import LatencySim
+
+    runs = {}
+    for mode in ("switch", "blend"):
+        sim = LatencySim(delay_steps=1, transition=mode, n_action_steps=3)  # chunks of 4; rounds of 3 - 1 steps
+        sim.actions(0, np.zeros((4, 2), np.float32))  # steps 0, 1 (the first chunk is waited for)
+        runs[mode] = sim.actions(0, np.ones((4, 2), np.float32))  # asked at step 2, takes over at step 3
+    # step 2 is the old chunk's; at step 3 switch takes the new one, blend mixes it with the old chunk's step 3
+    assert np.allclose(runs["switch"][:, 0], [0.0, 1.0])
+    assert np.allclose(runs["blend"][:, 0], [0.0, 0.5])
