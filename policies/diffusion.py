@@ -177,28 +177,35 @@ class EDM:
     @torch.no_grad()
     def sample(self, net: Callable, shape: tuple[int, ...], cond: Any, device: torch.device | str = "cpu",
                dtype: torch.dtype = torch.float32, generator: Generators = None,
-               sampler: str | None = None, num_steps: int | None = None) -> torch.Tensor:
+               sampler: str | None = None, num_steps: int | None = None, noise: torch.Tensor | None = None,
+               guidance: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
         """Draw x0 of `shape` from noise. Deterministic given the generator (or the global seed); given
         one generator per batch row, row i depends on generator i alone (every sampler here is
-        deterministic after the initial noise), whatever else shares the batch."""
+        deterministic after the initial noise), whatever else shares the batch. `noise`: the standard
+        normal start itself (what `initial_noise` would draw; a remote client sends its own). `guidance`:
+        maps each step's denoised estimate to a guided one (policies/rtc.py); a guided chunk runs EDM's own
+        loop (with the network's expert cache) rather than a network's compiled loop."""
         sampler = sampler or self.cfg.sampler
         if sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
         sigmas = self.sigmas(num_steps)
-        x = initial_noise(shape, device, dtype, generator) * sigmas[0]
+        start = initial_noise(shape, device, dtype, generator) if noise is None else noise.to(device, dtype)
+        x = start * sigmas[0]
         context = net.sampling(sigmas) if hasattr(net, "sampling") else nullcontext()
         with context:
-            if hasattr(net, "integrate"):  # a network may run the loop itself (compiled, CUDA graph)
+            if hasattr(net, "integrate") and guidance is None:  # a network may run the loop itself (compiled)
                 return net.integrate(self, x, cond, sigmas, sampler)
-            return self.integrate(net, x, cond, sigmas, sampler)
+            return self.integrate(net, x, cond, sigmas, sampler, guidance)
 
     def integrate(self, net: Callable, x: torch.Tensor, cond: Any, sigmas: list[float],
-                  sampler: str) -> torch.Tensor:
+                  sampler: str, guidance: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
         """The sampling loop from x at sigmas[0] down the schedule: one denoiser call per step."""
         old_denoised = None
         for i in range(len(sigmas) - 1):
             s, s_next = sigmas[i], sigmas[i + 1]
             denoised = self.denoise(net, x, s, cond, step=i)
+            if guidance is not None:
+                denoised = guidance(denoised)
             if sampler == "euler":  # x + (dx/dσ) Δσ with dx/dσ = (x - D) / σ
                 x = x + (x - denoised) * ((s_next - s) / s)
             elif sampler == "ddim" or old_denoised is None or s_next == 0.0:
@@ -286,12 +293,29 @@ class DiffusionPolicy(Policy):
 
     @torch.no_grad()
     def predict_action(self, obs: dict[str, torch.Tensor], goal: dict[str, torch.Tensor],
-                       generator: Generators = None) -> torch.Tensor:
+                       generator: Generators = None, noise: torch.Tensor | None = None,
+                       prefix: torch.Tensor | None = None, prefix_weights: torch.Tensor | None = None,
+                       ) -> torch.Tensor:
+        """`noise` [B, T, Da]: the sampler's standard normal start (else drawn from `generator`).
+        Real-time chunking: `prefix` [B, P, Da] committed actions (env units) from the observation's time
+        on, guided toward with `prefix_weights` [B, P] (policies/rtc.py); the returned chunk starts at the
+        observation's time, as always."""
         cond = self.encode(obs, goal)
         batch = next(iter(obs.values())).shape[0]
         ref = next(self.net.parameters())
-        x0 = self.edm.sample(self.net, (batch, self.cfg.horizon, self.action_dim), cond,
-                             device=ref.device, dtype=ref.dtype, generator=generator)
-        action = self.normalizer.unnormalize("action", x0)
         start = self.cfg.n_obs_steps - 1
+        guidance = None
+        if prefix is not None:
+            from policies.rtc import PrefixGuidance
+
+            n = prefix.shape[1]
+            target = torch.zeros((batch, self.cfg.horizon, self.action_dim), device=ref.device, dtype=ref.dtype)
+            weights = torch.zeros((batch, self.cfg.horizon, 1), device=ref.device, dtype=ref.dtype)
+            target[:, start : start + n] = self.normalizer.normalize("action", prefix.to(ref.device, ref.dtype))
+            weights[:, start : start + n, 0] = prefix_weights.to(ref.device, ref.dtype)
+            guidance = PrefixGuidance(target, weights)
+        x0 = self.edm.sample(self.net, (batch, self.cfg.horizon, self.action_dim), cond,
+                             device=ref.device, dtype=ref.dtype, generator=generator, noise=noise,
+                             guidance=guidance)
+        action = self.normalizer.unnormalize("action", x0)
         return action[:, start : start + self.cfg.n_action_steps]

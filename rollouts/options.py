@@ -58,6 +58,10 @@ class RolloutOptions:
     n_action_steps: int | None = None  # None: policy.config["n_action_steps"]
     obs_keys: Sequence[str] | None = None  # None: policy.shape_meta["obs"] keys, else all the env gives
     device: str | None = None  # where observations go; None: the policy's parameters' device
+    # --- inference delay in env time (rollouts/latency.py) ---
+    latency_ms: float = 0.0  # inference + network delay: the env executes queued actions meanwhile
+    transition: str | None = None  # switch | blend | rtc: how a late chunk takes over; None: plain re-planning
+    control_rate_hz: float = 20.0  # env steps per second, to turn latency_ms into steps
 
     def __post_init__(self) -> None:
         if isinstance(self.video, Mapping):  # from a config: video: {n: 4, fps: 20, ...}
@@ -74,6 +78,12 @@ class RolloutOptions:
             value = getattr(self, name)
             if value is not None and int(value) < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
+        if float(self.latency_ms) < 0 or float(self.control_rate_hz) <= 0:
+            raise ValueError("latency_ms must be >= 0 and control_rate_hz positive")
+        if float(self.latency_ms) > 0 and self.transition is None:
+            raise ValueError("latency_ms > 0 needs a transition: switch, blend or rtc")
+        if self.transition is not None and self.transition not in ("switch", "blend", "rtc"):
+            raise ValueError(f"transition={self.transition!r}: choose switch, blend or rtc")
         self.episode_seeds()  # the seeds' own checks (count, distinct), before any worker starts
 
     @classmethod

@@ -12,7 +12,8 @@ from typing import Any
 
 AGGREGATE_KEYS = ("success_rate", "success_ci95", "n_episodes", "n_success", "n_errors", "mean_steps",
                   "mean_return", "episodes_per_s", "env_steps_per_s", "env_steps", "wall_s", "workers",
-                  "worker_cpu_s", "n_obs_steps", "n_action_steps", "stop_on_success", "sampling_noise")
+                  "worker_cpu_s", "n_obs_steps", "n_action_steps", "stop_on_success", "sampling_noise",
+                  "transition")
 
 
 def eval_info(metrics: dict[str, Any], **extra: Any) -> dict[str, Any]:

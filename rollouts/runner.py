@@ -40,6 +40,7 @@ import torch
 from envs.processes import INTERRUPTED_CLOSE_S, close_all
 from envs.progress import EpisodeProgress
 from rollouts.episode_worker import DEFAULT_ENV_FACTORY
+from rollouts.latency import LatencySim
 from rollouts.options import RolloutOptions
 from rollouts.plan import EnvBuildError, Plan, as_tasks, make_plan, metrics_of, record_of, sampling_rng
 from rollouts.worker_handle import WorkerHandle
@@ -89,18 +90,24 @@ class Runner:
         plan = make_plan(policy, self.tasks, options, demo_seeds)
         t0 = time.perf_counter()
         bar = EpisodeProgress(plan.n_episodes, "rollouts", enabled=options.progress)
+        sim = None if options.transition is None else LatencySim.from_options(
+            options.latency_ms, options.control_rate_hz, options.transition, plan.n_action_steps)
         try:
             with sampling_rng(options.sample_seed, plan.device):
-                records = self._episodes(policy, plan, bar)
+                records = self._episodes(policy, plan, bar, sim)
         except BaseException:
             self.close(INTERRUPTED_CLOSE_S)  # workers may be mid-request; never leave them behind
             raise
         finally:
             bar.close()
-        return metrics_of(records, self.tasks, plan, time.perf_counter() - t0, len(self._workers))
+        metrics = metrics_of(records, self.tasks, plan, time.perf_counter() - t0, len(self._workers))
+        if sim is not None:
+            metrics["transition"] = sim.summary()
+        return metrics
 
     # --- one evaluation ---------------------------------------------------------------------------
-    def _episodes(self, policy: Any, plan: Plan, bar: EpisodeProgress) -> list[dict[str, Any]]:
+    def _episodes(self, policy: Any, plan: Plan, bar: EpisodeProgress, sim: LatencySim | None = None,
+                  ) -> list[dict[str, Any]]:
         while len(self._workers) < min(self.n_workers, plan.n_episodes):
             self._workers.append(self._spawn())
         todo = deque(range(plan.n_episodes))
@@ -109,9 +116,12 @@ class Runner:
             self._start_episodes(todo, plan)  # 1. idle workers start the next episodes
             ready = self._collect(plan, records, bar)  # 2. replies; finished episodes recorded
             if ready:  # 3. one batched policy call for the ready envs; each executes its chunk
-                chunks = _predict(policy, ready, plan)
+                extra = {} if sim is None else sim.policy_kwargs([w.episode.index for w in ready],
+                                                                  _action_dim(policy), plan.device)
+                chunks = _predict(policy, ready, plan, extra, cut=sim is None)
                 for w, chunk in zip(ready, chunks):
-                    w.send(("act", chunk), plan.timeout_s)
+                    actions = chunk if sim is None else sim.actions(w.episode.index, chunk)
+                    w.send(("act", actions), plan.timeout_s)
         return [r for r in records if r is not None]
 
     def _start_episodes(self, todo: deque[int], plan: Plan) -> None:
@@ -178,13 +188,20 @@ def run(policy: Any, tasks: Any, options: RolloutOptions, demo_seeds: Any = None
         return runner.run(policy, demo_seeds=demo_seeds)
 
 
-def _predict(policy: Any, ready: list[WorkerHandle], plan: Plan) -> np.ndarray:
+def _action_dim(policy: Any) -> int:
+    return int(policy.shape_meta["action"]["shape"][0])
+
+
+def _predict(policy: Any, ready: list[WorkerHandle], plan: Plan, extra: dict[str, Any] | None = None,
+             cut: bool = True) -> np.ndarray:
+    """[B, Ta, Da]: the first plan.n_action_steps actions of each chunk, or (cut=False: the delay simulation,
+    whose old chunk keeps going past the execution horizon) the whole chunk."""
     histories = [w.episode.obs for w in ready]
     obs = {k: torch.from_numpy(np.stack([h[k] for h in histories])).to(plan.device) for k in histories[0]}
     goal = {"task": torch.tensor([w.episode.task for w in ready], dtype=torch.int64, device=plan.device)}
     noise = {"generator": [w.episode.generator for w in ready]} if plan.episode_noise_seed is not None else {}
     with torch.inference_mode():
-        action = policy.predict_action(obs, goal, **noise)
+        action = policy.predict_action(obs, goal, **noise, **(extra or {}))
     if action.ndim != 3 or action.shape[0] != len(ready):
         raise ValueError(f"predict_action must return [B={len(ready)}, Ta, Da], got {tuple(action.shape)}")
-    return action[:, :plan.n_action_steps].detach().float().cpu().numpy()
+    return action[:, :plan.n_action_steps if cut else None].detach().float().cpu().numpy()

@@ -77,8 +77,11 @@ def evaluate(cfg: DictConfig | dict[str, Any], command: str | None = None) -> di
         raise EvalError(str(err)) from None
     ckpt_path, ckpt, tasks = _checkpoint(cfg)
     device = pick_device(cfg["device"])
-    policy = policy_for_store(_build_policy(ckpt, ckpt_path, device), ckpt)
-    if cfg["precision"] != "fp32":
+    if cfg.get("server"):
+        policy = _remote_policy(cfg, ckpt, ckpt_path)
+    else:
+        policy = policy_for_store(_build_policy(ckpt, ckpt_path, device), ckpt)
+    if cfg["precision"] != "fp32" and not cfg.get("server"):
         from policies.quantize import quantize_policy
 
         try:
@@ -169,6 +172,22 @@ def _build_policy(ckpt: dict[str, Any], path: Path, device: torch.device):
     except (ValueError, KeyError, RuntimeError) as err:  # CheckpointError is a ValueError
         raise EvalError(f"cannot rebuild the policy from {path}: {err}") from None
     return policy.to(device).eval()
+
+
+def _remote_policy(cfg: dict[str, Any], ckpt: dict[str, Any], path: Path):
+    """The policy server at cfg['server'], checked to serve this very checkpoint (same model hash)."""
+    from robot_client.client import ServerError, ServerUnavailable
+    from serving.model import model_hash
+    from serving.remote_policy import RemotePolicy
+
+    try:
+        policy = RemotePolicy(cfg["server"], cfg.get("token"))
+    except (ServerError, ServerUnavailable, OSError, ValueError) as err:
+        raise EvalError(f"server={cfg['server']}: {err}") from None
+    if policy.model_hash != model_hash(ckpt["policy"]["state_dict"]):
+        raise EvalError(f"the server at {cfg['server']} serves another model (hash {policy.model_hash}) than "
+                        f"{path}; start it with this checkpoint")
+    return policy
 
 
 def _writable(out: Path, n_videos: int) -> Path | None:

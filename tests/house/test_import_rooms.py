@@ -1,9 +1,10 @@
 """The rooms of the house import downward only (walked over every file's `import` statements).
 
-    kernels  <-  policies  <-  training (the application), train.py, eval_rollouts.py
-    envs  <-  rollouts ;  envs  <-  data
+    kernels  <-  policies  <-  serving  <-  training (the application), train.py, eval_rollouts.py, serve.py
+    envs  <-  rollouts ;  envs  <-  data ;  robot_client  <-  serving, rollouts
 Library rooms (kernels, policies, data, envs) never import Lightning, W&B or the application room;
 envs never imports policies; rollouts imports neither policies nor the application nor Lightning/W&B.
+robot_client (installed on robots) imports nothing of ours and no torch: numpy and the transport only.
 """
 
 from __future__ import annotations
@@ -14,14 +15,17 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-APPLICATION = {"training", "train", "eval_rollouts", "benchmarks", "scripts", "tests"}
+APPLICATION = {"training", "train", "eval_rollouts", "serve", "benchmarks", "scripts", "tests"}
+OURS = {"kernels", "policies", "data", "envs", "rollouts", "serving", "robot_client"}
 FRAMEWORKS = {"lightning", "pytorch_lightning", "wandb", "hydra"}
 FORBIDDEN = {
-    "kernels": APPLICATION | FRAMEWORKS | {"policies", "data", "envs", "rollouts"},
-    "policies": APPLICATION | FRAMEWORKS | {"envs", "rollouts"},
-    "data": APPLICATION | FRAMEWORKS | {"policies", "rollouts"},
-    "envs": APPLICATION | FRAMEWORKS | {"policies", "rollouts", "data"},
-    "rollouts": APPLICATION | FRAMEWORKS | {"policies", "data"},
+    "kernels": APPLICATION | FRAMEWORKS | {"policies", "data", "envs", "rollouts", "serving", "robot_client"},
+    "policies": APPLICATION | FRAMEWORKS | {"envs", "rollouts", "serving", "robot_client"},
+    "data": APPLICATION | FRAMEWORKS | {"policies", "rollouts", "serving", "robot_client"},
+    "envs": APPLICATION | FRAMEWORKS | {"policies", "rollouts", "data", "serving", "robot_client"},
+    "rollouts": APPLICATION | FRAMEWORKS | {"policies", "data", "serving"},
+    "serving": APPLICATION | FRAMEWORKS | {"envs", "rollouts"},
+    "robot_client": APPLICATION | FRAMEWORKS | (OURS - {"robot_client"}) | {"torch"},
 }
 
 
