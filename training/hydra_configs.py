@@ -74,10 +74,16 @@ def compose_train_config(overrides: list[str]) -> dict[str, Any]:
 
 
 def compose_eval_config(overrides: list[str]) -> dict[str, Any]:
-    """The resolved config `python eval_rollouts.py *overrides` runs with (conf/eval.yaml composed as its main
-    does), for tools that check an evaluation command without running it."""
+    """The resolved config `python eval_rollouts.py *overrides` runs with, for tools that check an evaluation
+    command without running it."""
+    return compose_app_config("eval", overrides)
+
+
+def compose_app_config(config_name: str, overrides: list[str]) -> dict[str, Any]:
+    """conf/<config_name>.yaml composed with `overrides` as that main does (eval_rollouts.py: eval,
+    serve.py: serve); train.py has compose_train_config, which also registers the policy defaults."""
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(CONF_POLICY.parent), version_base="1.3"):
-        cfg = compose(config_name="eval", overrides=list(overrides))
+        cfg = compose(config_name=config_name, overrides=list(overrides))
     return OmegaConf.to_container(cfg, resolve=True)

@@ -122,6 +122,13 @@ def check_eval(args: list[str]) -> None:
     compose_eval_config(args)
 
 
+def check_serve(args: list[str]) -> None:
+    from serving.app import server_config
+    from training.hydra_configs import compose_app_config
+
+    server_config(compose_app_config("serve", args))  # the values serve.py refuses before loading anything
+
+
 def check_suite(args: list[str]) -> None:
     from benchmarks.suite import __main__ as cli
     from benchmarks.suite import latency, relabel, restore
@@ -226,8 +233,10 @@ def check_command(command: str) -> None:
         if syntax.returncode:
             raise ValueError(f"{args[0]}: {syntax.stderr.strip()}")
         return None
-    if head in ("source", "pip", "python3.11", "wandb"):
-        return None  # the shell's and pip's own commands
+    if head in ("source", "pip", "python3.11", "wandb", "ssh"):
+        return None  # the shell's, pip's and ssh's own commands
+    if head == "python" and args[0] == "-c":
+        return None  # Python itself
     if head != "python":
         raise ValueError(f"no check for commands starting with {head!r}")
     if args[0] == "-m":
@@ -238,6 +247,8 @@ def check_command(command: str) -> None:
             return check_train(args)
         if script == "eval_rollouts.py":
             return check_eval(args)
+        if script == "serve.py":
+            return check_serve(args)
         assert (ROOT / script).is_file(), f"{script} does not exist"
         return check_argparse_main(script, args, script=script)
     else:

@@ -30,7 +30,7 @@ def evaluate_recording(tmp_path: Path, ckpt: Path, monkeypatch, *overrides: str)
     monkeypatch.setattr(runner_module.WorkerHandle, "send", spy)
     cfg = load_config([f"checkpoint={ckpt}", "n_episodes=2", "workers=1", "video.n=0", "logger=none",
                        "progress=false", f"env_factory={fake_env.__name__}:make_env", f"out={tmp_path / 'eval'}",
-                       *overrides])
+                       "overwrite=true", *overrides])  # each call a fresh evaluation into the same folder
     info = evaluate(cfg)
     monkeypatch.undo()
     return info, sent
