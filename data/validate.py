@@ -76,7 +76,7 @@ def checked_tasks(tasks: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         entry = dict(t)
         if err := env_spec_error(entry.get("env_spec")):
             raise StoreError(f"task {i} ({entry['name']!r}): invalid env_spec: {err}; the fields are those of "
-                             "envs.spec.EnvSpec (README: writing a store from your own code)")
+                             "envs.spec.EnvSpec (docs/store.md: write a store from your own code)")
         # Stored complete, so a later change of EnvSpec's defaults cannot change the simulator it rebuilds.
         entry["env_spec"] = EnvSpec.from_dict(entry["env_spec"]).to_dict() if entry.get("env_spec") else {}
         out.append(entry)

@@ -97,7 +97,7 @@ class MoDEConfig(TransformerConfig):
     z_loss_weight: float = 0.0  # router z-loss weight
     sample_routes: bool = False  # training: False trains on the deterministic top-k that inference runs, so
     # each σ trains the experts it will use; True draws the k experts from the router's softmax (the paper's
-    # choice), which left the router uniform in our CPU runs (README, Policies: Routing while training)
+    # choice), which left the router uniform in our CPU runs (docs/policies.md: Routing while training)
     expert_cache: bool = True  # precompute the routing of every sampling step (exact; faster)
     router: str = "learned"  # learned: top-k of E experts by a router on σ | dtr: Denoising Task Routing
     dtr_sharing_ratio: float = 0.8  # dtr: fraction β of the E*h hidden units active at every σ

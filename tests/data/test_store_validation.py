@@ -3,6 +3,7 @@ open / check / inspect must say what is wrong in one exact line and write nothin
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import shutil
@@ -209,14 +210,15 @@ def test_create_validates_env_specs_and_writes_nothing(tmp_path):
     typo = {"simulator": "robosuite", "task": "Lift", "image_sise": 84}
     with pytest.raises(StoreError) as err:
         DemoStore.create(path, tasks=[{"name": "lift", "instruction": "lift", "env_spec": typo}])
-    known = sorted(f for f in EnvSpec(simulator="robosuite", task="Lift").to_dict())
+    known = sorted(f.name for f in dataclasses.fields(EnvSpec))
     assert str(err.value) == (f"task 0 ('lift'): invalid env_spec: unknown env spec fields ['image_sise']; known: "
-                              f"{known}; the fields are those of envs.spec.EnvSpec (README: writing a store from "
-                              "your own code)")
+                              f"{known}; the fields are those of envs.spec.EnvSpec (docs/store.md: write a store "
+                              "from your own code)")
     with pytest.raises(StoreError) as err:
         DemoStore.create(path, tasks=[{"name": "x", "instruction": "", "env_spec": {"simulator": "metaworld"}}])
     assert str(err.value) == ("task 0 ('x'): invalid env_spec: it lacks ['task'] (required: simulator, task); the "
-                              "fields are those of envs.spec.EnvSpec (README: writing a store from your own code)")
+                              "fields are those of envs.spec.EnvSpec (docs/store.md: write a store from your own "
+                              "code)")
     assert not path.exists()
     # A partial spec is completed with EnvSpec's defaults, so the store alone rebuilds the same simulator.
     store = DemoStore.create(path, tasks=[{"name": "r", "instruction": "", "env_spec": {"simulator": "metaworld",
@@ -273,7 +275,7 @@ def test_every_problem_is_listed_and_open_names_the_first(store_path, capsys):
                             {"name": "t1", "instruction": "", "env_spec": {}}]
     edit(store_path, "meta/episode_task")[2] = -1
     spec_line = (f"store {store_path!r}: task 0 ('t0') has an invalid env_spec (unknown simulator 'gazebo'; known: "
-                 f"robosuite, metaworld); fix the store's tasks attribute or {REWRITE}")
+                 f"robosuite, metaworld, libero); fix the store's tasks attribute or {REWRITE}")
     task_line = (f"store {store_path!r}: meta/episode_task of episode 2 is -1, but the store has 2 task(s): "
                  f"{REWRITE}, or drop episode 2")
     assert open_error(store_path) == spec_line + " (and 1 more problem(s); data.inspect --check lists them)"
