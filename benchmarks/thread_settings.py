@@ -28,7 +28,7 @@ import sys
 import time
 
 from benchmarks.common import LIFT_ACTION_DIM, LIFT_STATE, Recorder, lift_state_setup
-from training.threads import free_cores
+from envs.threads import free_cores
 
 SETTINGS = {"t2": {"threads": "2"}, "t2-passive": {"threads": "2", "OMP_WAIT_POLICY": "PASSIVE"},
             "t1": {"threads": "1"}, "free": {"threads": "free", "OMP_WAIT_POLICY": "PASSIVE"}}
@@ -94,7 +94,15 @@ def _spawn(role: str, env: dict[str, str] | None = None, batch: int = 0) -> subp
 def _ask(proc: subprocess.Popen, steps: int) -> float:
     proc.stdin.write(f"{steps}\n")
     proc.stdin.flush()
-    return json.loads(proc.stdout.readline())["steps_per_s"]
+    return _reply(proc)["steps_per_s"]
+
+
+def _reply(proc: subprocess.Popen) -> dict:
+    """The worker's next JSON line; a worker that died fails the benchmark at once (its traceback is above)."""
+    line = proc.stdout.readline()
+    if not line:
+        raise RuntimeError(f"a thread_settings worker exited with code {proc.wait()}; its error is printed above")
+    return json.loads(line)
 
 
 def measure_load(load: str, args, rec: Recorder) -> None:
@@ -102,12 +110,13 @@ def measure_load(load: str, args, rec: Recorder) -> None:
     workers: dict[str, subprocess.Popen] = {}
     try:
         time.sleep(1.0)  # the load is running before the settings pick their threads
-        for name, setting in SETTINGS.items():
+        for name in args.settings:
+            setting = SETTINGS[name]
             env = {"BENCH_THREADS": setting["threads"], "OMP_NUM_THREADS": "1" if setting["threads"] == "1" else ""}
             if "OMP_WAIT_POLICY" in setting:
                 env["OMP_WAIT_POLICY"] = setting["OMP_WAIT_POLICY"]
             workers[name] = _spawn("worker", {k: v for k, v in env.items() if v}, args.batch)
-        threads = {name: json.loads(p.stdout.readline())["threads"] for name, p in workers.items()}
+        threads = {name: _reply(p)["threads"] for name, p in workers.items()}
         rates: dict[str, list[float]] = {name: [] for name in workers}
         for _ in range(args.rounds):
             for name, proc in workers.items():
@@ -119,7 +128,7 @@ def measure_load(load: str, args, rec: Recorder) -> None:
             rec.emit(f"{name}-{load}", "steps_per_s", value, "steps/s", threads=threads[name],
                      wait_policy=SETTINGS[name].get("OMP_WAIT_POLICY", "default"), **ctx)
         for name in med:
-            if name != "t2":
+            if name != "t2" and "t2" in med:
                 rec.ratio(f"{name}_vs_t2-{load}", "throughput_ratio", med[name] / med["t2"], **ctx)
     finally:
         for proc in [*workers.values(), *loads]:
@@ -130,7 +139,10 @@ def measure_load(load: str, args, rec: Recorder) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="one load (burn1), 1 round of 2 steps, batch 64")
+    parser.add_argument("--smoke", action="store_true",
+                        help="no load, settings t1 and free, 1 round of 1 step at batch 8: checks the script runs")
     parser.add_argument("--save", action="store_true", help="write benchmarks/results/thread_settings-cpu.jsonl")
+    parser.add_argument("--settings", default=",".join(SETTINGS), help=f"any of {', '.join(SETTINGS)}")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch", type=int, default=256)
@@ -143,7 +155,12 @@ def main() -> None:
         return
     if args.quick:
         args.steps, args.rounds, args.batch, args.loads = 2, 1, 64, "burn1"
-    rec = Recorder("thread_settings", save=args.save)
+    if args.smoke:
+        args.steps, args.rounds, args.batch, args.loads, args.settings = 1, 1, 8, "none", "t1,free"
+    args.settings = args.settings.split(",")
+    if unknown := sorted(set(args.settings) - set(SETTINGS)):
+        raise SystemExit(f"unknown settings {unknown}; choose from {', '.join(SETTINGS)}")
+    rec = Recorder("thread_settings", save=args.save and not args.smoke)
     for load in args.loads.split(","):
         if load not in LOADS:
             raise SystemExit(f"unknown load {load!r}; choose from {', '.join(LOADS)}")

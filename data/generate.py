@@ -30,6 +30,7 @@ from data.store import DemoStore, StoreError
 from envs.processes import map_in_processes
 from envs.registry import resolve_tasks
 from envs.seeds import EVAL_SEED_START  # rollout evaluation seeds start here; demonstrations stay below
+from envs.threads import prepare_process
 
 DEFAULTS: dict[str, Any] = {
     "task": "lift", "n_episodes": 100, "out": None, "images": False, "workers": 2, "seed": 0,
@@ -268,6 +269,7 @@ def _terminate(signum, frame) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    prepare_process()  # the entry point's thread setting, before anything loads torch (envs/threads.py)
     signal.signal(signal.SIGTERM, _terminate)
     try:
         args = parse_args(sys.argv[1:] if argv is None else argv)

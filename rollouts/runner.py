@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from envs.processes import INTERRUPTED_CLOSE_S, close_all
+from envs.threads import threads_beside_workers
 from rollouts.episode_worker import DEFAULT_ENV_FACTORY
 from rollouts.options import RolloutOptions
 from rollouts.plan import EnvBuildError, Plan, as_tasks, make_plan, metrics_of, record_of, sampling_rng
@@ -90,7 +91,9 @@ class Runner:
         t0 = time.perf_counter()
         bar = Progress(plan.n_episodes, enabled=options.progress)
         try:
-            with sampling_rng(options.sample_seed, plan.device):
+            # each worker steps its physics on a core of its own while the policy thinks (envs/threads.py)
+            with sampling_rng(options.sample_seed, plan.device), \
+                    threads_beside_workers(min(self.n_workers, plan.n_episodes)):
                 records = self._episodes(policy, plan, bar)
         except BaseException:
             self.close(INTERRUPTED_CLOSE_S)  # workers may be mid-request; never leave them behind

@@ -12,13 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import OmegaConf
 
+from envs.threads import use_threads
 from training import checkpoint, demos, loggers, wiring
 from training.config_check import check_train_config
-from training.threads import training_threads
 
 log = logging.getLogger("train")
 
@@ -57,7 +56,7 @@ def train(cfg: dict[str, Any], run_dir: Path) -> Path:
     """Train as `cfg` says; returns the run directory (checkpoints/, config.yaml, logs)."""
     check_train_config(cfg)
     quiet_known_warnings()
-    torch.set_num_threads(training_threads(cfg["threads"]))
+    use_threads(cfg["threads"])
     L.seed_everything(cfg["seed"], workers=True, verbose=False)
     ckpt_path, run_id, resume_step = None, None, None
     if cfg["resume"]:
