@@ -88,7 +88,8 @@ def main() -> None:
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
         for kind, images in (("state", False), ("image", True)):
-            n_eps, length = (3, 30) if args.smoke else (10, 100) if args.quick else ((100, 150) if not images else (20, 150))
+            full = (100, 150) if not images else (20, 150)
+            n_eps, length = (3, 30) if args.smoke else (10, 100) if args.quick else full
             t0 = time.perf_counter()
             store = build_store(Path(tmp) / f"{kind}.zarr", n_eps, length, images)
             build_s = time.perf_counter() - t0
