@@ -76,7 +76,8 @@ def make_case(name: str, width: int, mode: str, batch_size: int, device: str) ->
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="default width only, 2 rounds of 2 steps")
-    parser.add_argument("--smoke", action="store_true", help="tiny shapes, eager, one step: checks the script runs")
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny shapes, one step, eager unless --modes: checks the script runs")
     parser.add_argument("--save", action="store_true", help="write results/train_throughput-<device>.jsonl")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--batch", type=int, default=256)
@@ -91,7 +92,8 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    modes = (args.modes or ("eager,compile,graphs" if args.device == "cuda" else "eager,compile")).split(",")
+    default_modes = "eager" if args.smoke else "eager,compile,graphs" if args.device == "cuda" else "eager,compile"
+    modes = (args.modes or default_modes).split(",")
     if bad := [m for m in modes if m not in MODES]:
         parser.error(f"unknown modes {bad}; choose from {', '.join(MODES)}")
     if "graphs" in modes and args.device != "cuda":
@@ -100,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         widths, args.rounds, args.steps = widths[:1], 2, 2
     if args.smoke:
-        widths, modes, args.rounds, args.steps, args.batch = [16], ["eager"], 1, 1, 8
+        widths, args.rounds, args.steps, args.batch = [16], 1, 1, 8
     names = args.policies.split(",")
 
     rec = Recorder("train_throughput", device=args.device, save=args.save and not args.smoke)

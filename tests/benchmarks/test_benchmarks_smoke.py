@@ -93,3 +93,14 @@ def test_benchmark_runs_at_smoke_size(name, checkpoints, tmp_path):
         assert {"bench", "case", "metric", "value"} <= set(rec), rec
         assert isinstance(rec["value"], (int, float)) and rec["value"] == rec["value"], rec  # a number, not NaN
     assert {p: p.stat().st_mtime for p in RESULTS_DIR.glob("*.jsonl")} == results_before  # nothing saved
+
+
+def test_gpu_check_dry_run_runs_every_step_on_the_cpu(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "OUT": str(tmp_path),
+           "PYTHON": sys.executable}
+    proc = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--dry-run"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [json.loads(line) for line in (tmp_path / "gpu_check.jsonl").read_text().splitlines()]
+    assert {rec["bench"] for rec in lines} == {"train_throughput", "kernels"}
+    assert any(rec["case"].startswith("mode_vs_dit") for rec in lines)
