@@ -2,6 +2,7 @@
 
     python benchmarks/train_throughput.py [--quick | --smoke] [--save] [--device cpu|cuda] [--batch 256]
         [--threads 1] [--widths 128,256,512] [--policies mode,dit] [--modes eager,compile] [--rounds 5]
+    python benchmarks/train_throughput.py --chart [--device cpu]   # docs/training-speed-<device>.png
 
 Every case is built in this one process (width w: MoDE with expert hidden 2w, its default at w=128; the DiT
 from `dit_config_matching`, so its params equal MoDE's active ones; the CNN U-Net with down_dims
@@ -12,17 +13,21 @@ each case's samples/s is the median over rounds. Modes: eager, compile (torch.co
 
 Lines: case `<policy>-w<width>-<mode>` (samples_per_s; compile_s, the first compiled step, for compiled
 modes; peak_mem_mb on CUDA), ratios `mode_vs_dit-w<width>-<mode>` (throughput_ratio) and
-`<mode>_vs_eager-<policy>-w<width>` (speedup).
+`<mode>_vs_eager-<policy>-w<width>` (speedup). `--chart` draws the saved lines (results/) as the chart of
+docs/training-speed.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
-from common import LIFT_ACTION_DIM, LIFT_STATE, Recorder, lift_state_setup
+import numpy as np
+from common import LIFT_ACTION_DIM, LIFT_STATE, RESULTS_DIR, Recorder, device_name, lift_state_setup
 
 DEFAULT_WIDTHS = "128,256,512"
 MODES = ("eager", "compile", "graphs")
@@ -73,6 +78,42 @@ def make_case(name: str, width: int, mode: str, batch_size: int, device: str) ->
     return step, info
 
 
+def chart(device: str) -> Path:
+    """Samples/s per width and mode, MoDE beside the DiT, from the saved results; returns the PNG's path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lines = [json.loads(s) for s in (RESULTS_DIR / f"train_throughput-{device_name(device)}.jsonl").open()]
+    rates = {(r["policy"], r["width"], r["mode"]): r["value"] for r in lines if r["metric"] == "samples_per_s"}
+    ratios = {(r["width"], r["mode"]): r["value"] for r in lines if r["case"].startswith("mode_vs_dit")}
+    widths = sorted({w for _, w, _ in rates})
+    modes = [m for m in MODES if any(k[2] == m for k in rates)]
+    fig, axes = plt.subplots(1, len(widths), figsize=(3.6 * len(widths), 3.4))
+    for ax, width in zip(np.atleast_1d(axes), widths):
+        for i, mode in enumerate(modes):
+            for j, (name, color) in enumerate((("mode", "tab:blue"), ("dit", "tab:gray"))):
+                value = rates.get((name, width, mode))
+                if value is not None:
+                    ax.bar(i + 0.4 * j - 0.2, value, 0.4, color=color, label=name if i == 0 else None)
+            if (width, mode) in ratios:
+                top = max(rates.get((n, width, mode), 0) for n in ("mode", "dit"))
+                ax.text(i, top * 1.02, f"{ratios[width, mode]:.2f}x", ha="center", fontsize=9)
+        ax.set_xticks(range(len(modes)), modes)
+        ax.set_title(f"width {width}")
+        ax.set_ylabel("training samples/s")
+        ax.margins(y=0.15)
+    np.atleast_1d(axes)[0].legend(title="MoDE/DiT above the bars", fontsize=8)
+    host = lines[0]
+    fig.suptitle(f"{host['device']} ({host.get('threads', '?')} thread), batch {host.get('batch_size', '?')}, "
+                 f"torch {host['torch']}", fontsize=10)
+    fig.tight_layout()
+    out = Path(__file__).resolve().parents[1] / "docs" / f"training-speed-{device_name(device)}.png"
+    fig.savefig(out, dpi=110)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="default width only, 2 rounds of 2 steps")
@@ -87,8 +128,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--modes", default=None, help=f"comma list of {', '.join(MODES)} "
                         "(default: eager,compile; plus graphs on CUDA)")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--chart", action="store_true", help="draw the saved results as docs/training-speed-*.png")
     parser.add_argument("--steps", type=int, default=3, help="training steps per case per round")
     args = parser.parse_args(argv)
+    if args.chart:
+        print(f"# wrote {chart(args.device)}")
+        return
     import torch
 
     torch.set_num_threads(args.threads)
