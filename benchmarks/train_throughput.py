@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -104,7 +105,7 @@ def chart(device: str) -> Path:
         ax.set_title(f"width {width}")
         ax.set_ylabel("training samples/s")
         ax.margins(y=0.15)
-    np.atleast_1d(axes)[0].legend(title="MoDE/DiT above the bars", fontsize=8)
+    np.atleast_1d(axes)[0].legend(title="MoDE/DiT above the bars", fontsize=8, title_fontsize=8, loc="lower left")
     host = lines[0]
     fig.suptitle(f"{host['device']} ({host.get('threads', '?')} thread), batch {host.get('batch_size', '?')}, "
                  f"torch {host['torch']}", fontsize=10)
@@ -180,8 +181,9 @@ def main(argv: list[str] | None = None) -> None:
             sync()
             times[key].append(time.perf_counter() - t0)
     rate = {key: args.batch * args.steps / statistics.median(t) for key, t in times.items()}
+    load = {"loadavg_1m": round(os.getloadavg()[0], 2)}  # other processes' load while the rounds ran
     for key in cases:
-        rec.emit(key, "samples_per_s", rate[key], "samples/s", **context[key])
+        rec.emit(key, "samples_per_s", rate[key], "samples/s", **context[key], **load)
     for width in widths:
         for mode in modes:
             if "mode" in names and "dit" in names:
