@@ -11,13 +11,17 @@ W&B, the checks of every input), the rollouts rollouts/runner.py. Exit codes: 0 
 
 from __future__ import annotations
 
-import shlex
-import sys
+from envs.threads import prepare_process
 
-import hydra
-from omegaconf import DictConfig
+prepare_process()  # before torch loads: waiting threads sleep (envs/threads.py)
 
-from training.evaluate import EvalError, evaluate, load_config, run_cli
+import shlex  # noqa: E402
+import sys  # noqa: E402
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from training.evaluate import EvalError, evaluate, load_config, run_cli  # noqa: E402
 
 __all__ = ["EvalError", "evaluate", "load_config", "main"]
 

@@ -8,10 +8,9 @@ A Hydra main and nothing else: the server is serving/. Exit codes: 0 stopped by 
 
 from __future__ import annotations
 
-import os
+from envs.threads import prepare_process
 
-# as train.py: waiting OpenMP threads sleep, so a busy machine does not slow inference several-fold
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+prepare_process()  # before torch loads: waiting threads sleep (envs/threads.py)
 
 import logging  # noqa: E402
 import sys  # noqa: E402
@@ -19,21 +18,19 @@ import sys  # noqa: E402
 import hydra  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
+from envs.threads import use_threads  # noqa: E402
 from serving.app import ServeError, run_server, server_config  # noqa: E402
 from training.checkpoint import CheckpointError, resolve_checkpoint  # noqa: E402
-from training.threads import training_threads  # noqa: E402
 
 
 @hydra.main(config_path="conf", config_name="serve", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    import torch
-
     resolved = OmegaConf.to_container(cfg, resolve=True)
     logging.getLogger("serve").setLevel(logging.INFO)
     try:
         server_config(resolved)
         path = resolve_checkpoint(resolved["checkpoint"], resolved["outputs_dir"])
-        torch.set_num_threads(training_threads(resolved["threads"]))
+        use_threads(resolved["threads"])
         run_server(resolved, path)
     except (ServeError, CheckpointError, TypeError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -5,12 +5,11 @@ A Hydra main and nothing else: the run itself is training/run.py.
 
 from __future__ import annotations
 
-import os
+from envs.threads import prepare_process
 
-# Before torch starts OpenMP: waiting threads sleep instead of spinning, so a second job on the machine
-# does not slow a step several-fold (training/threads.py).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+prepare_process()  # before torch loads: waiting threads sleep (envs/threads.py)
 
+import os  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 

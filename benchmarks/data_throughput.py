@@ -78,15 +78,18 @@ def chunks_read(dataset: DemoDataset) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller stores and fewer batches (seconds)")
+    parser.add_argument("--smoke", action="store_true", help="tiny stores, one batch: checks the script runs")
     parser.add_argument("--save", action="store_true", help="write results/data_throughput-<device>.jsonl")
     args = parser.parse_args()
+    args.save = args.save and not args.smoke
     rec = Recorder("data_throughput", save=args.save)
-    windows, batch = (2, 10, 8), 256
-    n_batches, rounds = (3, 3) if args.quick else (10, 5)
+    windows, batch = (2, 10, 8), 32 if args.smoke else 256
+    n_batches, rounds = (1, 1) if args.smoke else (3, 3) if args.quick else (10, 5)
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
         for kind, images in (("state", False), ("image", True)):
-            n_eps, length = (10, 100) if args.quick else ((100, 150) if not images else (20, 150))
+            full = (100, 150) if not images else (20, 150)
+            n_eps, length = (3, 30) if args.smoke else (10, 100) if args.quick else full
             t0 = time.perf_counter()
             store = build_store(Path(tmp) / f"{kind}.zarr", n_eps, length, images)
             build_s = time.perf_counter() - t0

@@ -152,11 +152,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--episode", type=int, default=100, help="steps between resets")
     parser.add_argument("--image-size", type=int, default=84)
     parser.add_argument("--quick", action="store_true", help="lift, state and fast images, one process")
+    parser.add_argument("--smoke", action="store_true", help="lift, state, one process, 0.2 s: checks the script runs")
     parser.add_argument("--save", action="store_true", help=f"append the lines to {RESULTS}")
     args = parser.parse_args(argv)
     if args.quick:
         args.tasks, args.variants, args.workers = "lift", "state,image-fast", "1"
         args.seconds, args.repeats, args.warmup = 1.0, 1, 5
+    if args.smoke:
+        args.tasks, args.variants, args.workers, args.save = "lift", "state", "1", False
+        args.seconds, args.repeats, args.warmup = 0.2, 1, 2
     variants = args.variants.split(",")
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown:

@@ -122,6 +122,8 @@ class Timing:
 
     def repeats(self, batch: int) -> int:
         slow = batch > 1 or self.ctx["size"] == "paper"
+        if self.args.smoke:
+            return 1
         return (3 if self.args.quick else 7) if slow else (7 if self.args.quick else 30)
 
     def group(self, cases: list[Case], batch: int, anchor: Case | None = None, group: str = "") -> dict[str, float]:
@@ -253,6 +255,7 @@ def _precision_errors(rec: Recorder, reference: torch.Tensor, cases: list[Case],
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="default size, fewer repeats, no compile (seconds)")
+    parser.add_argument("--smoke", action="store_true", help="--quick at batch 1, one repeat: checks the script runs")
     parser.add_argument("--save", action="store_true", help="write benchmarks/results/inference-<device>.jsonl")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (default 1: a shared 2-core machine makes 2 threads erratic)")
@@ -271,6 +274,8 @@ def main() -> None:
     if args.markdown:
         print(markdown_table())
         return
+    if args.smoke:
+        args.quick, args.save, args.batches = True, False, args.batches or "1"
     torch.set_num_threads(args.threads)
     # Dynamo keeps one cache per code object: every size, precision and batch here is another entry of
     # DiffusionTransformer.body's, more than the default limit of 8 (past it, the compiled cases would

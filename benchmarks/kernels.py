@@ -1,7 +1,8 @@
 """Speed of the MoE expert MLP paths, one JSON object per line (format: docs/architecture.md).
 
 Training (forward + backward for x, w13, w2, routing weights): Triton (CUDA only) vs the per-expert
-loop vs torch._grouped_mm vs the dense all-experts GEMM. Cached inference (one routing for M rows):
+loop vs torch._grouped_mm vs the dense all-experts GEMM (all through autograd) vs train_op, the custom op
+with a hand-written backward (kernels/torch_moe_train.py). Cached inference (one routing for M rows):
 Triton vs the per-expert loop (the reference twin) vs the gathered-weights einsum. On CUDA also the
 error of bf16 Triton against the fp32 reference. `--quick` runs one small shape of each in seconds.
 
@@ -99,7 +100,10 @@ def train_step(fn, x, w13, w2, ids, weights, gy):
 
 
 def train_methods(device, x, w13) -> dict:
-    methods = {"loop": moe_mlp_loop, "dense": moe_mlp_dense}
+    from kernels.torch_moe_train import moe_mlp_train
+
+    # train_op: the custom op with the hand-written backward that training runs off CUDA (and under compile)
+    methods = {"loop": moe_mlp_loop, "dense": moe_mlp_dense, "train_op": moe_mlp_train}
     hopper = device.type != "cuda" or torch.cuda.get_device_capability() >= (9, 0)
     if grouped_mm_supported(x, w13) and hopper:
         methods["grouped_mm"] = moe_mlp_grouped_mm

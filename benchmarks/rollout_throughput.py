@@ -172,6 +172,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a reduced run")
+    parser.add_argument("--smoke", action="store_true",
+                        help="state only, the runner comparison of 2 episodes of 8 steps: checks the script runs")
     parser.add_argument("--save", action="store_true",
                         help="write benchmarks/results/rollout_throughput-cpu.jsonl")
     parser.add_argument("--max-steps", type=int, help="steps per episode (default 120; quick 40)")
@@ -179,6 +181,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, help="timed runs per case (default 3; quick 1)")
     parser.add_argument("--obs", choices=["state", "image", "both"], default="both")
     args = parser.parse_args()
+    if args.smoke:
+        args.quick, args.save, args.obs = True, False, "state"
+        args.max_steps, args.episodes, args.repeats = args.max_steps or 8, args.episodes or 2, 1
     torch.set_num_threads(1)  # the main process only stacks observations; leave the cores to the workers
     max_steps = args.max_steps or (40 if args.quick else 120)
     n_episodes = args.episodes or (4 if args.quick else 10)
@@ -186,7 +191,8 @@ def main() -> None:
     rec = Recorder("rollout_throughput", "cpu", save=args.save)
     kinds = ["state", "image"] if args.obs == "both" else [args.obs]
     for kind in kinds:
-        machine_scaling(rec, kind, n_episodes * max_steps // 2, max_steps, repeats)
+        if not args.smoke:
+            machine_scaling(rec, kind, n_episodes * max_steps // 2, max_steps, repeats)
         compare(rec, kind, n_episodes, max_steps, repeats)
     if not args.quick and "state" in kinds:
         cold_eval(rec, 50, max_steps)

@@ -33,6 +33,7 @@ from envs.processes import map_in_processes
 from envs.progress import EpisodeProgress
 from envs.registry import resolve_tasks
 from envs.seeds import EVAL_SEED_START  # rollout evaluation seeds start here; demonstrations stay below
+from envs.threads import prepare_process
 
 DEFAULTS: dict[str, Any] = {
     "task": "lift", "n_episodes": 100, "out": None, "images": False, "workers": 2, "seed": 0,
@@ -288,6 +289,7 @@ def _terminate(signum, frame) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    prepare_process()  # the entry point's thread setting, before anything loads torch (envs/threads.py)
     signal.signal(signal.SIGTERM, _terminate)
     try:
         args = parse_args(sys.argv[1:] if argv is None else argv)

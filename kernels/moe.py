@@ -38,6 +38,7 @@ from kernels.torch_moe import (
     moe_mlp_grouped_mm,
     moe_mlp_loop,
 )
+from kernels.torch_moe_train import moe_mlp_train
 
 _BACKENDS = ("triton", "torch")
 
@@ -89,13 +90,20 @@ def _compute_dtype(x, w13, w2):
 def moe_mlp(
     x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor
 ) -> torch.Tensor:
-    """Per-sample routed SwiGLU experts: x [B, T, d], ids/weights [B, k] -> [B, T, d]."""
+    """Per-sample routed SwiGLU experts: x [B, T, d], ids/weights [B, k] -> [B, T, d].
+
+    Training (gradients wanted) and torch.compile take the custom op of kernels/torch_moe_train.py (hand-
+    written backward, traceable); eager CUDA training keeps the Triton kernels' own autograd Function."""
     _check_shapes(x, w13, w2, ids, weights, n_lead=2)
-    if backend_for(x) == "triton":
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (x, w13, w2, weights))
+    compiling = torch.compiler.is_compiling()
+    if backend_for(x) == "triton" and not compiling:
         from kernels.triton_moe import moe_mlp_triton
 
         return moe_mlp_triton(*_compute_dtype(x, w13, w2), ids, weights)
     # torch._grouped_mm on CUDA wants Hopper or newer.
+    if needs_grad or compiling:
+        return moe_mlp_train(x, w13, w2, ids, weights)
     hopper = not x.is_cuda or torch.cuda.get_device_capability(x.device) >= (9, 0)
     if grouped_mm_supported(x, w13) and hopper:
         return moe_mlp_grouped_mm(x, w13, w2, ids, weights)

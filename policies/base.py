@@ -97,6 +97,13 @@ class Policy(nn.Module):
         return policy
 
 
+def compile_loss(policy: Policy, graphs: bool = False):
+    """torch.compile of policy.compute_loss: the training step `trainer.compile=true` runs (the MoE op is
+    one custom op with a fake and a backward, kernels/moe.py). `graphs` (CUDA only) replays CUDA graphs
+    (mode=reduce-overhead). The optimizer step stays eager."""
+    return torch.compile(policy.compute_loss, mode="reduce-overhead" if graphs else None)
+
+
 class CheckpointError(ValueError):
     """A file that is not a usable checkpoint of this framework; the message says what it is."""
 

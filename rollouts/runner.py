@@ -39,6 +39,7 @@ import torch
 
 from envs.processes import INTERRUPTED_CLOSE_S, close_all
 from envs.progress import EpisodeProgress
+from envs.threads import threads_beside_workers
 from rollouts.episode_worker import DEFAULT_ENV_FACTORY
 from rollouts.latency import LatencySim
 from rollouts.options import RolloutOptions
@@ -93,7 +94,9 @@ class Runner:
         sim = None if options.transition is None else LatencySim.from_options(
             options.latency_ms, options.control_rate_hz, options.transition, plan.n_action_steps)
         try:
-            with sampling_rng(options.sample_seed, plan.device):
+            # each worker steps its physics on a core of its own while the policy thinks (envs/threads.py)
+            with sampling_rng(options.sample_seed, plan.device), \
+                    threads_beside_workers(min(self.n_workers, plan.n_episodes)):
                 records = self._episodes(policy, plan, bar, sim)
         except BaseException:
             self.close(INTERRUPTED_CLOSE_S)  # workers may be mid-request; never leave them behind

@@ -65,6 +65,7 @@ TRAIN_RULES: list[tuple[str, tuple[Callable[[Any], bool], str]]] = [
     ("trainer.log_every_n_steps", INT_POS), ("trainer.print_every_n_steps", INT_NONNEG),
     ("trainer.gradient_clip_val", (lambda v: v is None or NUM_NONNEG[0](v), "null or a number >= 0")),
     ("trainer.devices", INT_POS), ("trainer.num_nodes", INT_POS),
+    ("trainer.compile", (lambda v: isinstance(v, bool), "true or false")),
     ("optim.lr", NUM_POS), ("optim.weight_decay", NUM_NONNEG), ("optim.eps", NUM_POS),
     ("optim.warmup_steps", INT_NONNEG), ("optim.min_lr_ratio", UNIT), ("optim.total_steps", INT_POS),
     ("ema.power", NUM_POS), ("ema.min_decay", UNIT_OPEN), ("ema.max_decay", UNIT_OPEN),

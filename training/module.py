@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from policies.base import CHECKPOINT_FORMAT_VERSION, Policy
+from policies.base import CHECKPOINT_FORMAT_VERSION, Policy, compile_loss
 from training.ema import EMA
 
 _NO_DECAY_MODULES = (nn.Embedding, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm, nn.BatchNorm1d, nn.BatchNorm2d)
@@ -67,9 +67,12 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: 
 class PolicyModule(L.LightningModule):
     def __init__(self, policy: Policy, optim: dict[str, Any], ema: dict[str, Any],
                  dataset_info: dict[str, Any] | None = None,
-                 val_sample_batches: int = 1) -> None:
+                 val_sample_batches: int = 1, compile: bool = False) -> None:
         super().__init__()
         self.policy = policy
+        # trainer.compile: the loss (forward; its backward through AOTAutograd) as one torch.compile graph
+        # (policies/base.py compile_loss); the optimizer step, EMA and logging stay eager.
+        self.compute_loss = compile_loss(policy) if compile else policy.compute_loss
         self.optim_cfg = dict(optim)
         ema_kwargs = {k: v for k, v in ema.items() if k != "enabled"}
         self.ema = EMA(policy, **ema_kwargs) if ema.get("enabled", True) else None
@@ -98,7 +101,7 @@ class PolicyModule(L.LightningModule):
 
     # --- training ------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        loss, metrics = self.policy.compute_loss(batch)
+        loss, metrics = self.compute_loss(batch)
         if not torch.isfinite(loss):
             bad = non_finite_inputs(batch)
             if bad:  # the data, not the optimisation, is the first suspect

@@ -12,16 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import OmegaConf
 
+from envs.threads import use_threads
 from training import checkpoint, demos, init_from, loggers, wiring
 from training import run_dir as run_dirs
 from training.config_check import check_train_config
 from training.mixture_data import build_mixture_data
 from training.store_check import check_against_store
-from training.threads import training_threads
 
 log = logging.getLogger("train")
 
@@ -80,7 +79,7 @@ def train(cfg: dict[str, Any], run_dir: Path, command: str = "") -> Path:
 
 def _train(cfg: dict[str, Any], run_dir: Path, ckpt_path: Path | None, run_id: str | None,
            resume_step: int | None, changes: dict[str, list], command: str) -> Path:
-    torch.set_num_threads(training_threads(cfg["threads"]))
+    use_threads(cfg["threads"])
     L.seed_everything(cfg["seed"], workers=True, verbose=False)
     if cfg["data"]["mixture"]:  # several stores (training/mixture_data.py); none is generated
         dm, lang = build_mixture_data(cfg)

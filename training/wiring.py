@@ -65,7 +65,7 @@ def build_module(cfg: dict[str, Any], dm: DemoDataModule, lang_table=None) -> Po
     if lang_table is not None:
         policy.set_lang_table(torch.as_tensor(lang_table))  # saved in every checkpoint
     return PolicyModule(policy, cfg["optim"], cfg["ema"], dataset_info(dm),
-                        val_sample_batches=cfg["trainer"]["val_sample_batches"])
+                        val_sample_batches=cfg["trainer"]["val_sample_batches"], compile=cfg["trainer"]["compile"])
 
 
 # --- trainer ---------------------------------------------------------------------------------

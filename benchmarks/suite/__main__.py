@@ -31,6 +31,10 @@ import signal
 import sys
 from pathlib import Path
 
+from envs.threads import prepare_process
+
+prepare_process()  # before any suite command loads torch: waiting threads sleep (envs/threads.py)
+
 BEGIN, END = "<!-- suite-results:begin -->", "<!-- suite-results:end -->"
 RUN_KEYS = ("policies", "seeds", "budget", "tasks", "out", "dry_run", "rescore")
 
