@@ -3,8 +3,8 @@
     python -m benchmarks.charts [--out docs/img] [--results benchmarks/results]
 
 Writes inference-latency-cpu.png (latency per action chunk, per model size, case and batch),
-inference-speedups-cpu.png (the same-run ratios: > 1 means the first case is faster) and
-train-throughput.png (training samples/s per policy on each device measured). A later record of the
+inference-speedups-cpu.png (the same-run ratios: > 1 means the first case is faster). Training speed has its
+own chart (`python benchmarks/train_throughput.py --chart`, docs/training-speed.md). A later record of the
 same (size, case, batch) replaces an earlier one, as `python -m benchmarks.inference --markdown` reads it.
 """
 
@@ -109,30 +109,6 @@ def speedup_chart(records: list[dict[str, Any]], path: Path) -> Path:
     return path
 
 
-def throughput_chart(files: list[Path], path: Path) -> Path:
-    """Training samples/s per policy and batch size, one panel per device."""
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, len(files), figsize=(3.6 * len(files), 3.0), dpi=110)
-    for ax, f in zip(np.atleast_1d(axes), files):
-        recs = [r for r in read_jsonl(f) if r["metric"] == "samples_per_s"]
-        batches = sorted({r["batch_size"] for r in recs})
-        cases = list(dict.fromkeys(r["case"] for r in recs))
-        width = 0.8 / max(1, len(batches))
-        for j, b in enumerate(batches):
-            values = {r["case"]: r["value"] for r in recs if r["batch_size"] == b}
-            xs = [i + (j - (len(batches) - 1) / 2) * width for i, c in enumerate(cases) if c in values]
-            ax.bar(xs, [values[c] for c in cases if c in values], width=width * 0.95, label=f"batch {b}")
-        ax.set_xticks(range(len(cases)), cases)
-        ax.set_title(recs[0]["device"] if recs else f.stem, fontsize=9)
-        ax.set_ylabel("samples/s", fontsize=8)
-        ax.legend(fontsize=7)
-    fig.suptitle("Training throughput, default model sizes (fp32)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=DOCS_IMG, help="folder of the PNG files (default docs/img)")
@@ -141,9 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     inference = read_jsonl(args.results / "inference-cpu.jsonl")
     written = [latency_chart(inference, args.out / "inference-latency-cpu.png"),
-               speedup_chart(inference, args.out / "inference-speedups-cpu.png"),
-               throughput_chart(sorted(args.results.glob("train_throughput-*.jsonl")),
-                                args.out / "train-throughput.png")]
+               speedup_chart(inference, args.out / "inference-speedups-cpu.png")]
     for p in written:
         print(f"wrote {p}")
     return 0

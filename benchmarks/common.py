@@ -97,3 +97,16 @@ def median_seconds(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1,
             sync()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def run_expert_episode(env, expert, seed: int) -> tuple[bool, int]:
+    """One scripted-expert episode from `seed`: (success, steps taken; the horizon when it failed)."""
+    obs, _ = env.reset(seed=seed)
+    expert.reset(env)
+    for step in range(1, env.env_spec.horizon + 1):
+        obs, _, terminated, truncated, info = env.step(expert.act(env, obs))
+        if info["success"]:
+            return True, step
+        if terminated or truncated:
+            break
+    return False, env.env_spec.horizon

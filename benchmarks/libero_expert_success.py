@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
+from benchmarks.common import run_expert_episode  # noqa: E402
 from envs.experts.libero_pick_place import LiberoPickPlaceExpert  # noqa: E402
 from envs.factory import make_env  # noqa: E402
 from envs.registry import resolve_tasks  # noqa: E402
@@ -37,18 +38,6 @@ def emit(case: str, metric: str, value: float | None, unit: str, **context: obje
     print(json.dumps(line), flush=True)
 
 
-def run_episode(env, expert, seed: int) -> tuple[bool, int]:
-    obs, _ = env.reset(seed=seed)
-    expert.reset(env)
-    for step in range(1, env.env_spec.horizon + 1):
-        obs, _, terminated, truncated, info = env.step(expert.act(env, obs))
-        if info["success"]:
-            return True, step
-        if terminated or truncated:
-            break
-    return False, env.env_spec.horizon
-
-
 def task_success(suite: str, index: int, seeds: list[int]) -> None:
     (task,) = resolve_tasks(f"{suite}/{index}")
     env, expert = make_env(task["env_spec"]), LiberoPickPlaceExpert()
@@ -56,7 +45,7 @@ def task_success(suite: str, index: int, seeds: list[int]) -> None:
     try:
         start = time.perf_counter()
         try:
-            results = [run_episode(env, expert, s) for s in seeds]
+            results = [run_expert_episode(env, expert, s) for s in seeds]
         except ValueError as err:  # a goal the expert does not handle
             emit(case, "success_rate", None, "fraction", task=task["name"], skipped=str(err))
             return

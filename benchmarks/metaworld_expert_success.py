@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
+from benchmarks.common import run_expert_episode  # noqa: E402
 from envs.experts.metaworld_expert import MetaWorldExpert  # noqa: E402
 from envs.metaworld_env import make_metaworld_env  # noqa: E402
 from envs.metaworld_tasks import metaworld_spec  # noqa: E402
@@ -39,23 +40,11 @@ def emit(case: str, metric: str, value: float, unit: str, **context: object) -> 
     print(json.dumps(line), flush=True)
 
 
-def run_episode(env, expert, seed: int) -> tuple[bool, int]:
-    obs, _ = env.reset(seed=seed)
-    expert.reset(env)
-    for step in range(1, env.env_spec.horizon + 1):
-        obs, _, terminated, truncated, info = env.step(expert.act(env, obs))
-        if info["success"]:
-            return True, step
-        if terminated or truncated:
-            break
-    return False, env.env_spec.horizon
-
-
 def expert_success(task: str, seeds: list[int], horizon: int | None) -> dict[str, float]:
     spec = metaworld_spec(task, images=False, horizon=horizon)
     env, expert = make_metaworld_env(spec), MetaWorldExpert(spec)
     start = time.perf_counter()
-    results = [run_episode(env, expert, s) for s in seeds]
+    results = [run_expert_episode(env, expert, s) for s in seeds]
     env.close()
     lengths = [n for ok, n in results if ok]
     success = [ok for ok, _ in results]

@@ -2,7 +2,7 @@
 
     python benchmarks/train_throughput.py [--quick | --smoke] [--save] [--device cpu|cuda] [--batch 256]
         [--threads 1] [--widths 128,256,512] [--policies mode,dit] [--modes eager,compile] [--rounds 5]
-    python benchmarks/train_throughput.py --chart [--device cpu]   # docs/training-speed-<device>.png
+    python benchmarks/train_throughput.py --chart [--device cpu]   # docs/img/training-speed-<device>.png
 
 Every case is built in this one process (width w: MoDE with expert hidden 2w, its default at w=128; the DiT
 from `dit_config_matching`, so its params equal MoDE's active ones; the CNN U-Net with down_dims
@@ -110,7 +110,7 @@ def chart(device: str) -> Path:
     fig.suptitle(f"{host['device']} ({host.get('threads', '?')} thread), batch {host.get('batch_size', '?')}, "
                  f"torch {host['torch']}", fontsize=10)
     fig.tight_layout()
-    out = Path(__file__).resolve().parents[1] / "docs" / f"training-speed-{device_name(device)}.png"
+    out = Path(__file__).resolve().parents[1] / "docs" / "img" / f"training-speed-{device_name(device)}.png"
     fig.savefig(out, dpi=110)
     return out
 
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--modes", default=None, help=f"comma list of {', '.join(MODES)} "
                         "(default: eager,compile; plus graphs on CUDA)")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--chart", action="store_true", help="draw the saved results as docs/training-speed-*.png")
+    parser.add_argument("--chart", action="store_true", help="draw the saved results as docs/img/training-speed-*.png")
     parser.add_argument("--steps", type=int, default=3, help="training steps per case per round")
     args = parser.parse_args(argv)
     if args.chart:
