@@ -48,6 +48,12 @@ SCRIPTS = {
                           "--episodes", "1", "--workers", "1", "--record", "2", "--out", "{out}",
                           "max_steps=4", "video.n=0"],
     "square_stages": ["-m", "benchmarks.square_stages", "{square}", "--out", "{out}", *SHORT_EVAL],
+    "render_backends": ["benchmarks/render_backends.py", "--steps", "5", "--repeats", "1"],
+    "serving": ["-m", "benchmarks.serving", "--quick"],
+    "latency_study": ["-m", "benchmarks.latency_study", "{lift}", "--episodes", "1", "--workers", "1",
+                      "--latencies", "100", "--transitions", "switch"],
+    "libero_expert_success": ["benchmarks/libero_expert_success.py", "--tasks", "0", "--episodes", "1"],
+    "libero_throughput": ["benchmarks/libero_throughput.py", "--quick"],
 }
 
 
@@ -75,7 +81,18 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
 def test_every_script_is_covered():
     scripts = {p.stem for p in (ROOT / "benchmarks").glob("*.py")}
     helpers = {"__init__", "common", "inference_cases", "inference_table", "peer_mode"}  # imported, not run
-    assert scripts - helpers == {name.split("-")[0] for name in SCRIPTS}
+    drawers = {"charts"}  # draws the committed results (test_charts_draw_from_the_committed_results)
+    assert scripts - helpers - drawers == {name.split("-")[0] for name in SCRIPTS}
+
+
+def test_charts_draw_from_the_committed_results(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.charts", "--out", str(tmp_path)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    pngs = sorted(tmp_path.glob("*.png"))
+    assert [p.name for p in pngs] == ["inference-latency-cpu.png", "inference-speedups-cpu.png"]
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
 
 
 @pytest.mark.parametrize("name", sorted(SCRIPTS))
