@@ -1,7 +1,8 @@
 """Micro-batching inference off the event loop: one thread owns the model; requests from every client
 wait in one bounded queue; the thread takes the oldest, gathers up to `max_batch` that arrive within
-`batch_wait_ms`, drops those whose client left or whose deadline passed, and answers each through its
-own callback. The event loop only appends and cancels (under a lock held for microseconds).
+`batch_wait_ms` (only while another client is connected: a lone client has no one to share a batch with,
+so its request runs at once), drops those whose client left or whose deadline passed, and answers each
+through its own callback. The event loop only appends and cancels (under a lock held for microseconds).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class Batcher:
         self._queue: deque[Job] = deque()
         self._cond = threading.Condition()
         self._stop = False
+        self._clients = 0  # connected clients (client_opened / client_closed): waiting pays only with two or more
         self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
         self.batch_sizes: list[int] = []  # for tests and benchmarks: the size of every batch run
 
@@ -59,9 +61,14 @@ class Batcher:
             self._queue.append(job)
             self._cond.notify()
 
-    def cancel_client(self, client: int) -> int:
-        """Drop every queued job of `client` (it disconnected); returns how many."""
+    def client_opened(self) -> None:
         with self._cond:
+            self._clients += 1
+
+    def cancel_client(self, client: int) -> int:
+        """`client` disconnected: drop every queued job of it; returns how many."""
+        with self._cond:
+            self._clients -= 1
             mine = [j for j in self._queue if j.client == client]
             for j in mine:
                 j.cancelled = True
@@ -93,7 +100,7 @@ class Batcher:
             if self._stop:
                 return None
             batch = [self._queue.popleft()]
-            until = time.perf_counter() + self.batch_wait_s
+            until = time.perf_counter() + (self.batch_wait_s if self._clients > 1 else 0.0)
             while len(batch) < self.max_batch:
                 if self._queue:
                     batch.append(self._queue.popleft())

@@ -49,7 +49,7 @@ class ServerConfig:
     port: int = 8765  # 0: any free port (tests)
     token: str | None = None  # required by any bind that is not loopback
     max_batch: int = 8  # requests from all clients answered by one model call
-    batch_wait_ms: float = 2.0  # how long the first request of a batch waits for others
+    batch_wait_ms: float = 2.0  # how long the first request of a batch waits for others (with 2+ clients)
     max_queue: int = 64  # requests waiting for the model, all clients together; more -> 'overloaded'
     max_message_bytes: int = MAX_MESSAGE_BYTES
     max_connections: int = 64
@@ -128,6 +128,7 @@ class PolicyServer:
         self._connections += 1
         self._per_client[peer] += 1
         client = next(self._ids)
+        self.batcher.client_opened()  # cancel_client, below, closes it
         tasks: set[asyncio.Task] = set()
         try:
             if await self._handshake(ws):

@@ -123,6 +123,15 @@ def test_requests_of_several_clients_are_batched() -> None:
             c.close()
 
 
+def test_a_lone_client_does_not_wait_for_a_batch() -> None:
+    with server(SlowModel(), batch_wait_ms=5_000) as s, PolicyClient(s.url) as c:
+        c.infer(obs(1.0))  # the first request of a connection
+        t0 = time.perf_counter()
+        c.infer(obs(2.0))
+        assert time.perf_counter() - t0 < 2.5  # far below the 5 s a batch would wait with company
+        assert c.last_timings["queue"] < 2_500
+
+
 def test_a_late_answer_is_a_timeout_never_another_requests_answer() -> None:
     with server(SlowModel(delay_s=0.3)) as s, PolicyClient(s.url) as c:
         with pytest.raises(ServerError) as err:
