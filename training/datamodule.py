@@ -19,7 +19,36 @@ from data.sampler import split_episodes
 from data.store import DemoStore
 
 
-class DemoDataModule(L.LightningDataModule):
+class StepLoaders:
+    """The loaders of a data module whose training batch s is a function of (seed, s) alone, so a resumed run
+    sees the batches an uninterrupted one would. The module gives setup(), train_set, val_set, batch sizes,
+    num_workers, pin_memory, split_seed and _batch_sampler(start, rank, world)."""
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup()
+        trainer = getattr(self, "trainer", None)
+        # Lightning restores a checkpoint before it asks for loaders: start where the run stopped.
+        start = trainer.global_step if trainer is not None else 0
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        return DataLoader(self.train_set, batch_sampler=self._batch_sampler(start, rank, world),
+                          num_workers=self.num_workers, pin_memory=self.pin_memory, collate_fn=_keep_batch,
+                          persistent_workers=self.num_workers > 0, generator=self._loader_generator(start))
+
+    def val_dataloader(self) -> DataLoader | list:
+        self.setup()
+        if self.val_set is None:
+            return []
+        return DataLoader(self.val_set, batch_size=self.val_batch_size, shuffle=False,
+                          num_workers=self.num_workers, pin_memory=self.pin_memory, collate_fn=_keep_batch,
+                          generator=self._loader_generator(0))
+
+    def _loader_generator(self, step: int) -> torch.Generator:
+        # Creating a loader iterator draws a worker base seed from the loader's generator; without its
+        # own generator that draw comes from the global RNG, and a resumed run would diverge.
+        return torch.Generator().manual_seed(self.split_seed * 7_919 + step)
+
+
+class DemoDataModule(StepLoaders, L.LightningDataModule):
     """Train/val split by episode, in-memory arrays, normalizer fitting, loaders."""
 
     def __init__(
@@ -80,26 +109,5 @@ class DemoDataModule(L.LightningDataModule):
             self.train_set = self._dataset(self.train_ids)
             self.val_set = self._dataset(self.val_ids) if len(self.val_ids) else None
 
-    def train_dataloader(self) -> DataLoader:
-        self.setup()
-        trainer = getattr(self, "trainer", None)
-        # Lightning restores a checkpoint before it asks for loaders: start where the run stopped.
-        start = trainer.global_step if trainer is not None else 0
-        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        sampler = StepBatchSampler(len(self.train_set), self.batch_size, self.split_seed, start, rank, world)
-        return DataLoader(self.train_set, batch_sampler=sampler, num_workers=self.num_workers,
-                          pin_memory=self.pin_memory, collate_fn=_keep_batch,
-                          persistent_workers=self.num_workers > 0, generator=self._loader_generator(start))
-
-    def val_dataloader(self) -> DataLoader | list:
-        self.setup()
-        if self.val_set is None:
-            return []
-        return DataLoader(self.val_set, batch_size=self.val_batch_size, shuffle=False,
-                          num_workers=self.num_workers, pin_memory=self.pin_memory, collate_fn=_keep_batch,
-                          generator=self._loader_generator(0))
-
-    def _loader_generator(self, step: int) -> torch.Generator:
-        # Creating a loader iterator draws a worker base seed from the loader's generator; without its
-        # own generator that draw comes from the global RNG, and a resumed run would diverge.
-        return torch.Generator().manual_seed(self.split_seed * 7_919 + step)
+    def _batch_sampler(self, start: int, rank: int, world: int) -> StepBatchSampler:
+        return StepBatchSampler(len(self.train_set), self.batch_size, self.split_seed, start, rank, world)

@@ -21,14 +21,13 @@ from typing import Any
 
 import lightning as L
 import numpy as np
-import torch
-from torch.utils.data import DataLoader
 
-from data.dataset import DemoDataset, _keep_batch, shape_meta_of
+from data.dataset import DemoDataset, shape_meta_of
 from data.mixture import MixtureBatchSampler, MixtureDataset, MixtureEntry, MixtureError, Padding, parse_mixture
 from data.normalize import Normalizer
 from data.sampler import split_episodes
 from data.store import DemoStore, StoreError
+from training.datamodule import StepLoaders
 
 SEVERAL_ROBOT_POLICIES = ("mode", "dit")  # transformer policies: policies/multi_embodiment.py wraps them
 
@@ -79,7 +78,7 @@ def open_stores(entries: list[MixtureEntry], declared: list[str]) -> list[DemoSt
     return stores
 
 
-class MixtureDataModule(L.LightningDataModule):
+class MixtureDataModule(StepLoaders, L.LightningDataModule):
     """Several stores drawn by weight (data/mixture.py); the surface of DemoDataModule that training uses."""
 
     def __init__(self, entries: list[MixtureEntry], obs_keys: list[str], n_obs_steps: int, horizon: int,
@@ -186,27 +185,9 @@ class MixtureDataModule(L.LightningDataModule):
             self.train_set = self._dataset(0)
             self.val_set = self._dataset(1) if len(self.val_ids) else None
 
-    def train_dataloader(self) -> DataLoader:
-        self.setup()
-        trainer = getattr(self, "trainer", None)
-        start = trainer.global_step if trainer is not None else 0  # a resumed run starts where it stopped
-        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        sampler = MixtureBatchSampler(self.train_set.sizes.tolist(), [e.weight for e in self.entries],
-                                      self.batch_size, self.split_seed, start, rank, world)
-        return DataLoader(self.train_set, batch_sampler=sampler, num_workers=self.num_workers,
-                          pin_memory=self.pin_memory, collate_fn=_keep_batch,
-                          persistent_workers=self.num_workers > 0, generator=self._loader_generator(start))
-
-    def val_dataloader(self) -> DataLoader | list:
-        self.setup()
-        if self.val_set is None:
-            return []
-        return DataLoader(self.val_set, batch_size=self.val_batch_size, shuffle=False,
-                          num_workers=self.num_workers, pin_memory=self.pin_memory, collate_fn=_keep_batch,
-                          generator=self._loader_generator(0))
-
-    def _loader_generator(self, step: int) -> torch.Generator:
-        return torch.Generator().manual_seed(self.split_seed * 7_919 + step)  # as DemoDataModule: exact resume
+    def _batch_sampler(self, start: int, rank: int, world: int) -> MixtureBatchSampler:
+        return MixtureBatchSampler(self.train_set.sizes.tolist(), [e.weight for e in self.entries],
+                                   self.batch_size, self.split_seed, start, rank, world)
 
 
 def build_mixture_data(cfg: dict[str, Any]) -> tuple[MixtureDataModule, np.ndarray | None]:
