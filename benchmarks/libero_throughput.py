@@ -32,6 +32,7 @@ from envs.libero_tasks import CAMERAS  # noqa: E402
 from envs.registry import resolve_tasks  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "libero_throughput-cpu.jsonl"
+EPISODE = 200  # steps between resets in the bare and piped loops (LIBERO stops an env at its own horizon)
 # Runs under .venv-libero: the same Server the pipe feeds, stepped directly.
 BARE = """
 import json, os, sys, time
@@ -40,7 +41,7 @@ from envs.libero_server import Server
 out = os.fdopen(os.dup(1), "w")  # LIBERO prints progress lines: only the rates go to the real stdout
 os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
 sys.stdout = open(os.devnull, "w")
-spec = json.loads(sys.argv[1]); seconds = float(sys.argv[2]); repeats = int(sys.argv[3])
+spec = json.loads(sys.argv[1]); seconds = float(sys.argv[2]); repeats = int(sys.argv[3]); EPISODE = int(sys.argv[4])
 s = Server()
 s.make({"suite": spec["suite"], "task": spec["task"], "cameras": spec["cameras"], "image_size": spec["image_size"],
         "seed": 0}, {})
@@ -48,11 +49,15 @@ s.reset({"init_state": 0, "settle_steps": 0}, {})
 rng = np.random.default_rng(0)
 for _ in range(repeats):
     sys.stdin.readline()  # go
-    start, steps = time.perf_counter(), 0
-    while time.perf_counter() - start < seconds:
+    stepping, steps = 0.0, 0
+    while stepping < seconds:
+        if steps and steps % EPISODE == 0:  # a new episode before LIBERO's own horizon ends this one
+            s.reset({"init_state": 0, "settle_steps": 0}, {})
+        start = time.perf_counter()
         s.step({}, {"action": rng.uniform(-0.3, 0.3, 7)})
+        stepping += time.perf_counter() - start
         steps += 1
-    print(steps / (time.perf_counter() - start), file=out, flush=True)
+    print(steps / stepping, file=out, flush=True)
 """
 
 
@@ -63,11 +68,16 @@ def line(case: str, metric: str, value: float, unit: str, **context) -> dict:
 
 
 def piped_rate(env, seconds: float, rng) -> float:
-    start, steps = time.perf_counter(), 0
-    while time.perf_counter() - start < seconds:
+    """Steps per second of stepping time; a reset every EPISODE steps (untimed, as in the bare loop)."""
+    stepping, steps = 0.0, 0
+    while stepping < seconds:
+        if steps and steps % EPISODE == 0:
+            env.reset(seed=0)
+        start = time.perf_counter()
         env.step(rng.uniform(-0.3, 0.3, 7).astype(np.float32))
+        stepping += time.perf_counter() - start
         steps += 1
-    return steps / (time.perf_counter() - start)
+    return steps / stepping
 
 
 def measure(task: str, images: bool, args) -> list[dict]:
@@ -79,9 +89,10 @@ def measure(task: str, images: bool, args) -> list[dict]:
     env = make_env(spec)
     env.reset(seed=0)
     env_vars = {**os.environ, "PYTHONPATH": REPO_ROOT}
-    bare = subprocess.Popen([libero_python(), "-s", "-c", BARE, json.dumps(bare_spec), str(args.seconds),
-                             str(args.repeats)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                            env=env_vars, cwd=REPO_ROOT)
+    argv = [libero_python(), "-s", "-c", BARE, json.dumps(bare_spec), str(args.seconds), str(args.repeats),
+            str(EPISODE)]
+    bare = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env_vars,
+                            cwd=REPO_ROOT)
     rng = np.random.default_rng(0)
     bare_rates, pipe_rates = [], []
     try:

@@ -64,7 +64,7 @@ def _env_and_expert(spec_dict: dict, noise: float):
 def run_episode(spec_dict: dict, seed: int, noise: float = 0.0, states: bool = False) -> dict[str, Any]:
     """Roll the expert out once: {"episode": {key: [L, ...]}, "success", "seed", "action_space"}.
 
-    `states`: also record the flat simulator state before every action (key "states"; robosuite),
+    `states`: also record the flat simulator state before every action (key "states"; robosuite, LIBERO),
     which lets data.convert.verify replay the episode and data.export write robomimic's `states`.
     """
     env, expert = _env_and_expert(spec_dict, noise)
@@ -201,9 +201,11 @@ def store_lock_path(out: str | os.PathLike) -> str:
 def _fill(task: str, n_episodes: int, out: str, entries: list[dict], specs: list[dict], tasks: list[dict],
           seed: int, noise: float, keep_failed: bool, images: bool, workers: int, progress: bool) -> DemoStore:
     store = _open_or_check(out, entries)
-    # Flat states for replay: robosuite only, and one task per store (each task's state has its own size).
-    # A store generated before states were recorded is topped up without them.
-    record_states = (len(tasks) == 1 and tasks[0]["env_spec"].simulator == "robosuite"
+    # Flat states for replay (data.convert.verify): one robosuite task per store (each robosuite task's state
+    # has its own size), or LIBERO tasks (a LIBERO suite's scenes share one layout). A store generated before
+    # states were recorded is topped up without them.
+    simulators = {t["env_spec"].simulator for t in tasks}
+    record_states = ((simulators == {"libero"} or (simulators == {"robosuite"} and len(tasks) == 1))
                      and (store is None or not store.keys or "states" in store.keys))
     origin = {"kind": "generated", "task": task, "images": images, "seed": seed, "noise": noise,
               "keep_failed": keep_failed}

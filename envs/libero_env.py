@@ -123,6 +123,10 @@ class LiberoEnv(gym.Env):
         """The MuJoCo state as LIBERO's datasets store it ([time, qpos, qvel])."""
         return self._proc.request("get_state")[1]["state"]
 
+    def object_slices(self) -> dict[str, slice]:
+        """Flat-state index ranges of each object's position (its free joint), for replay drift."""
+        return {name: slice(adr, adr + 3) for name, adr in self.task_info["object_joints"].items()}
+
     def observe_state(self, state: np.ndarray) -> dict[str, np.ndarray]:
         """Put the simulator into a flat state (no physics step) and return its observation."""
         return self._convert(self._proc.request("set_state", {"state": np.asarray(state, np.float64)})[1])

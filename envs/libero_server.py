@@ -96,10 +96,24 @@ class Server:
         low, high = inner.action_spec
         problem = inner.parsed_problem
         return {"instruction": self.task.language, "n_init_states": len(self.init_states),
+                "object_joints": self.object_joints(),
                 "bddl_file": os.path.join(self.task.problem_folder, self.task.bddl_file),
                 "goal": problem.get("goal_state", []), "objects": list(inner.objects_dict),
                 "fixtures": list(inner.fixtures_dict), "action_low": low.tolist(),
                 "action_high": high.tolist()}, {}
+
+    def object_joints(self) -> dict[str, int]:
+        """{object body: flat-state index of its free joint's position} (the flat state starts with the time)."""
+        import mujoco
+
+        model = self.env.sim.model._model
+        out = {}
+        for j in range(model.njnt):
+            if model.jnt_type[j] == mujoco.mjtJoint.mjJNT_FREE:
+                body = mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_BODY, int(model.jnt_bodyid[j])) or f"joint{j}"
+                if not body.startswith("robot"):
+                    out[body] = 1 + int(model.jnt_qposadr[j])
+        return out
 
     def observe(self, raw: dict[str, Any]) -> dict[str, np.ndarray]:
         import robosuite.utils.transform_utils as T
@@ -146,17 +160,9 @@ class Server:
 
     def _perturbed(self, state: np.ndarray, seed: int, radius: float) -> np.ndarray:
         """The state with every free object moved by up to `radius` m in x and y (seeded)."""
-        import mujoco
-
-        model = self.env.sim.model._model
         rng = np.random.default_rng(seed)
-        for j in range(model.njnt):
-            if model.jnt_type[j] == mujoco.mjtJoint.mjJNT_FREE:
-                body = mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_BODY, int(model.jnt_bodyid[j])) or ""
-                if body.startswith("robot"):
-                    continue
-                adr = 1 + int(model.jnt_qposadr[j])  # the flat state starts with the time
-                state[adr:adr + 2] += rng.uniform(-radius, radius, size=2)
+        for adr in self.object_joints().values():
+            state[adr:adr + 2] += rng.uniform(-radius, radius, size=2)
         return state
 
     def step(self, h: dict[str, Any], a: dict) -> tuple[dict, dict]:

@@ -236,6 +236,28 @@ def _metaworld(name: str, n_tasks: int, demos_per_task: int, images: bool) -> Su
                      target=TARGETS.get(store))
 
 
+def _libero(task: str, n_tasks: int, images: bool) -> SuiteTask:
+    # the task configs (conf/task/libero_*.yaml) hold the tasks whose scripted expert qualifies (docs/libero.md)
+    from training.hydra_configs import load_task_config
+
+    config = f"{task}_image" if images else task
+    tasks = load_task_config(config)["name"]  # registry names: a whole suite, or its qualifying tasks
+    store = f"{task}{'-image' if images else ''}"
+    return SuiteTask(task, (f"task={config}",), store, _generate(tasks, images), 50 * n_tasks, n_env_tasks=n_tasks)
+
+
+def _libero_budgets(n_tasks: int, images: bool) -> dict[str, Budget]:
+    """LIBERO's protocol: evaluation from the benchmark's init states (episode k of a task starts from init
+    state k mod 50), 50 episodes per task from state. With images, rendering both 84x84 cameras holds a worker
+    to 5-9 steps/s on this CPU, so 10 per task keep one evaluation near an hour on 2 cores (docs/libero.md)."""
+    per_task = 10 if images else 50
+    cpu = (Budget(3000, 64, per_task * n_tasks, (0,), 500) if images
+           else Budget(None, 256, per_task * n_tasks, (0,), 500))
+    return {"cpu": cpu,
+            "gpu": Budget(30000, 256, 50 * n_tasks, (0, 1, 2), 2000, eval_workers=8),
+            "smoke": SMOKE_MT}
+
+
 SUITES: dict[str, Suite] = {
     "robosuite-state": Suite(
         "robosuite-state", "robosuite Lift, Can, Square, Stack from state; 100 scripted demos each",
@@ -274,6 +296,18 @@ SUITES: dict[str, Suite] = {
          "gpu": Budget(30000, 256, 500, (0, 1, 2), 2000, eval_workers=8),
          "smoke": dataclasses.replace(SMOKE_MT, batch_size=8)},
         extras={"mode-drawn": ("mode-codebook", "mode-codebook-t0.1", "mode-linear")}, multitask=True),
+    "libero-object-state": Suite(
+        "libero-object-state", "LIBERO-Object (10 tasks) in the LIBERO simulator from state, language goals, one "
+        "policy; 50 scripted demos and 50 rollouts per task from the benchmark's init states",
+        (_libero("libero_object", 10, images=False),), _libero_budgets(10, images=False), multitask=True),
+    "libero-object-image": Suite(
+        "libero-object-image", "LIBERO-Object (10 tasks) from agentview and eye-in-hand (84x84) + robot state, "
+        "language goals, one policy; 50 scripted demos and 10 rollouts per task",
+        (_libero("libero_object", 10, images=True),), _libero_budgets(10, images=True), multitask=True),
+    "libero-spatial-state": Suite(
+        "libero-spatial-state", "LIBERO-Spatial from state, the 9 tasks whose scripted expert qualifies (task 8 "
+        "does not, docs/libero.md), language goals, one policy; 50 demos and 50 rollouts per task",
+        (_libero("libero_spatial", 9, images=False),), _libero_budgets(9, images=False), multitask=True),
 }
 
 

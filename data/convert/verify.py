@@ -2,13 +2,18 @@
 
     python -m data.convert.verify STORE [max_episodes=N] [workers=W]
 
-For every episode of a robosuite task (a task with a robosuite env spec) in a store that keeps flat
-simulator states (`states`, [time, qpos, qvel] per step), the episode's first state is restored in the
-env the spec describes (the one evaluation uses), its actions are replayed open-loop, and we report
-whether the task's success check fires and how far the objects drift from the recorded trajectory
-(the largest distance, in metres, between a replayed and a recorded object position, over steps and
-objects). A dataset recorded with another robosuite version, controller or model shows up here as
-failed replays or large drift, before hours of training. The check reports; it never fails a conversion.
+For every episode of a robosuite or LIBERO task in a store that keeps flat simulator states (`states`,
+[time, qpos, qvel] per step), the episode is started again from its first state in the env the task's spec
+describes (the one evaluation uses), its actions are replayed open-loop, and we report whether the task's
+success check fires and how far the objects drift from the recorded trajectory (the largest distance, in
+metres, between a replayed and a recorded object position, over steps and objects). A dataset recorded with
+another simulator version, controller or model shows up here as failed replays or large drift, before hours
+of training. The check reports; it never fails a conversion.
+
+Starting again: a robosuite episode restores states[0]. A generated LIBERO episode is reset from its seed
+(the benchmark init state, the seeded object displacement and the settle steps data.generate ran), which also
+restores what the flat state does not hold (the gripper's integrated command, the solver's warm start); the
+reset must reproduce states[0], else the episode is reported as not replayed.
 """
 
 from __future__ import annotations
@@ -50,19 +55,34 @@ def object_slices(sim) -> dict[str, slice]:
 
 
 def replay(env, states: np.ndarray, actions: np.ndarray, model_xml: str | None = None) -> dict[str, Any]:
-    """Restore states[0], step `actions` open-loop; success and object drift against `states`."""
+    """Restore states[0] in a robosuite env, step `actions` open-loop; success and object drift."""
     env.reset_to_state(states[0], model_xml)
-    slices = object_slices(env.sim)
-    first, drifts = None, []
     with env.cameras_paused():
-        for t, action in enumerate(actions):
-            success = env.step_physics(action)
-            if success and first is None:
-                first = t + 1
-            if t + 1 < len(states):
-                flat = env.get_flat_state()
-                drifts.append(max((float(np.linalg.norm(flat[s] - states[t + 1][s])) for s in slices.values()),
-                                  default=0.0))
+        return _open_loop(env.step_physics, env.get_flat_state, object_slices(env.sim), states, actions)
+
+
+def replay_libero(env, seed: int, states: np.ndarray, actions: np.ndarray) -> dict[str, Any]:
+    """Reset a LIBERO env to a generated episode's seed, check it is states[0], step `actions` open-loop."""
+    env.reset(seed=seed)
+    start = env.get_flat_state()
+    if start.shape != states[0].shape:
+        raise ValueError(f"states of another model ({states.shape[1]} values, this task's {start.size})")
+    gap = float(np.abs(start - states[0]).max())
+    if gap > 1e-6:
+        raise ValueError(f"seed {seed} starts {gap:.2g} away from the recorded first state")
+    return _open_loop(lambda a: env.step(a)[2], env.get_flat_state, env.object_slices(), states, actions)
+
+
+def _open_loop(step, flat_state, slices: dict[str, slice], states: np.ndarray, actions: np.ndarray) -> dict:
+    """Step `actions` (step(action) -> success); the first success and the objects' drift from `states`."""
+    first, drifts = None, []
+    for t, action in enumerate(actions):
+        if step(action) and first is None:
+            first = t + 1
+        if t + 1 < len(states):
+            flat = flat_state()
+            drifts.append(max((float(np.linalg.norm(flat[s] - states[t + 1][s])) for s in slices.values()),
+                              default=0.0))
     return {"success": first is not None, "success_step": first,
             "drift_max": max(drifts, default=0.0), "drift_final": drifts[-1] if drifts else 0.0}
 
@@ -84,12 +104,17 @@ def _verify_episodes(path: str, episode_ids: list[int]) -> list[ReplayResult]:
     task = store.tasks[task_index]
     longest = int(store.episode_lengths[episode_ids].max())
     env = make_env(replay_spec(task["env_spec"], longest))
+    libero = task["env_spec"]["simulator"] == "libero"
     results = []
     try:
         for i in episode_ids:
             ep = store.get_episode(i, ["states", "action"])
+            states = ep["states"].astype(np.float64)
             try:
-                r = replay(env, ep["states"].astype(np.float64), ep["action"])
+                if libero:
+                    r = replay_libero(env, int(store.episode_seed[i]), states, ep["action"])
+                else:
+                    r = replay(env, states, ep["action"])
             except ValueError as err:  # states of another model, actions of another size: report, go on
                 results.append(ReplayResult(i, task["name"], len(ep["action"]), False, None, float("nan"),
                                             float("nan"), f"not replayed: {err}"))
@@ -112,8 +137,9 @@ def verify_store(path: str, max_episodes: int | None = None, workers: int = 0) -
     """Replay the store's episodes (the first `max_episodes`); one result per episode, in order."""
     store = DemoStore.open(path, "r")
     if "states" not in store.keys:
-        raise StoreError(f"store {path!r} has no 'states' key; verify replays flat simulator states: generate it "
-                         "with data.generate (robosuite tasks record them) or convert a source that has them")
+        raise StoreError(f"store {path!r} has no 'states' key; verify replays flat simulator states: generate "
+                         "it with data.generate (robosuite and LIBERO tasks record them) or convert a source that "
+                         "has them")
     n = store.n_episodes if max_episodes is None else min(max_episodes, store.n_episodes)
     results: list[ReplayResult] = []
     jobs: list[tuple[str, list[int]]] = []
@@ -122,10 +148,13 @@ def verify_store(path: str, max_episodes: int | None = None, workers: int = 0) -
         spec = task.get("env_spec") or {}
         if not ids:
             continue
-        if spec.get("simulator") != "robosuite":
-            why = "no env spec" if not spec else f"a {spec.get('simulator')} task"
+        unseeded = spec.get("simulator") == "libero" and any(store.episode_seed[i] < 0 for i in ids)
+        if spec.get("simulator") not in ("robosuite", "libero") or unseeded:
+            why = ("no env spec" if not spec else "LIBERO episodes without their seeds" if unseeded
+                   else f"a {spec.get('simulator')} task")
             results += [ReplayResult(i, task["name"], int(store.episode_lengths[i]), False, None, float("nan"),
-                                     float("nan"), f"skipped: {why} (replay needs robosuite)") for i in ids]
+                                     float("nan"), f"skipped: {why} (replay needs robosuite states, or "
+                                     "generated LIBERO episodes)") for i in ids]
             continue
         chunks = max(1, min(workers, len(ids)))
         jobs += [(path, ids[k::chunks]) for k in range(chunks)]

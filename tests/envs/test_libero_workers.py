@@ -91,3 +91,18 @@ def test_expert_solves_two_libero_object_episodes() -> None:
             assert np.isfinite(obs["object-state"]).all()
     finally:
         env.close()
+
+
+def test_generated_libero_episodes_record_states_and_replay_open_loop(tmp_path) -> None:
+    from data.convert.verify import verify_store
+    from data.generate import generate
+
+    out = str(tmp_path / "two.zarr")
+    store = generate("libero_object/0,libero_object/1", n_episodes=2, out=out, workers=0, progress=False)
+    assert "states" in store.keys and store.n_episodes == 2
+    first = store.get_episode(0, ["states", "action"])
+    assert len(first["states"]) == len(first["action"])
+    results = verify_store(out)
+    assert [r.note for r in results] == ["", ""]
+    assert all(r.success for r in results)  # the recorded actions reach LIBERO's predicate again, open loop
+    assert max(r.drift_max for r in results) < 1e-3  # metres: the replay follows the recorded trajectory
