@@ -5,9 +5,13 @@ through the sort, the grouped GEMMs and the combine: autograd's backward of the 
 a [B, T, d] buffer and scatters into it with index_put(accumulate) (the slowest op of MoDE's training step
 on the CPU after the GEMMs), and the weighted combine's backward is two full-size products and a reduction.
 Here every sample's k copies go back by one gather and a fixed-order sum (deterministic), the routing weights
-enter and leave through batched GEMMs ([B, 1, k] @ [B, k, T*d]), and the SwiGLU backward is one fused
-silu_backward. As one custom op with a fake implementation the whole MoE is traceable: torch.compile sees
-an opaque node with known output shapes (trainer.compile=true), and the backward is another.
+enter and leave through batched GEMMs ([B, 1, k] @ [B, k, T*d]), the SwiGLU backward is one fused
+silu_backward, and what the forward computed (the rows in expert order, silu(gate), the activation) is kept
+rather than computed again: a profile of the step (benchmarks/train_profile.py) put most of MoDE's extra time
+against the dense DiT in those copies and recomputations, and in zero-filled gradients of the op's auxiliary
+outputs, which are now never materialised. As one custom op with a fake implementation the whole MoE is
+traceable: torch.compile sees an opaque node with known output shapes (trainer.compile=true), and the
+backward is another.
 
 Expert GEMMs run per expert on the rows sorted by expert: a loop of plain GEMMs over host counts (`loop`,
 the CPU's choice: reading counts costs nothing there) or torch._grouped_mm with device offsets (`grouped`:
@@ -49,27 +53,33 @@ def _segments(counts: torch.Tensor, t: int) -> list[tuple[int, slice]]:
 
 
 def _expert_forward(xs, w13, w2, counts, t, strategy):
-    """gu [R, 2h] and y [R, d] of the rows xs [R, d] sorted by expert."""
+    """gu [2, R, h] (gate and up), sa [2, R, h] (silu(gate) and the activation silu(gate) * up) and y [R, d]
+    of the rows xs [R, d] sorted by expert. Each half is contiguous, so the elementwise ops run on dense
+    memory; gu and sa are kept for the backward, which would otherwise compute them again."""
     h = w13.shape[1] // 2
     if strategy == "grouped":
         offs = (torch.cumsum(counts, 0) * t).to(torch.int32)
-        gu = torch._grouped_mm(xs, w13.transpose(1, 2), offs=offs)
-        act = F.silu(gu[:, :h]) * gu[:, h:]
-        return gu, torch._grouped_mm(act, w2.transpose(1, 2), offs=offs)
-    gu = xs.new_empty(xs.shape[0], 2 * h)
+        both = torch._grouped_mm(xs, w13.transpose(1, 2), offs=offs)
+        gu = torch.stack([both[:, :h], both[:, h:]])
+        silu = F.silu(gu[0])
+        sa = torch.stack([silu, silu * gu[1]])
+        return gu, sa, torch._grouped_mm(sa[1], w2.transpose(1, 2), offs=offs)
+    gu = xs.new_empty(2, xs.shape[0], h)
+    sa = xs.new_empty(2, xs.shape[0], h)
     y = xs.new_empty(xs.shape[0], w2.shape[1])
     for e, rows in _segments(counts, t):
-        torch.mm(xs[rows], w13[e].t(), out=gu[rows])
-        torch.mm(F.silu(gu[rows, :h]) * gu[rows, h:], w2[e].t(), out=y[rows])
-    return gu, y
+        torch.mm(xs[rows], w13[e, :h].t(), out=gu[0, rows])
+        torch.mm(xs[rows], w13[e, h:].t(), out=gu[1, rows])
+        torch.ops.aten.silu.out(gu[0, rows], out=sa[0, rows])
+        torch.mul(sa[0, rows], gu[1, rows], out=sa[1, rows])
+        torch.mm(sa[1, rows], w2[e].t(), out=y[rows])
+    return gu, sa, y
 
 
-def _expert_backward(gy, xs, gu, w13, w2, counts, t, strategy):
+def _expert_backward(gy, xs, gu, sa, w13, w2, counts, t, strategy):
     """dxs [R, d], dw13 [E, 2h, d], dw2 [E, d, h] from gy [R, d] (the rows' output gradient, sorted)."""
     h = w13.shape[1] // 2
-    gate, up = gu[:, :h], gu[:, h:]
-    silu = F.silu(gate)
-    act = silu * up
+    (gate, up), (silu, act) = gu, sa
     if strategy == "grouped":
         offs = (torch.cumsum(counts, 0) * t).to(torch.int32)
         d_act = torch._grouped_mm(gy, w2, offs=offs)
@@ -80,42 +90,51 @@ def _expert_backward(gy, xs, gu, w13, w2, counts, t, strategy):
         return dxs, dw13, dw2
     dxs = torch.empty_like(xs)  # every row belongs to one segment
     dw13, dw2 = torch.zeros_like(w13), torch.zeros_like(w2)
-    dgu = torch.empty_like(gu)
+    d_gate, d_up = torch.empty_like(gate), torch.empty_like(up)
     for e, rows in _segments(counts, t):
         d_act = gy[rows] @ w2[e]
-        dgu[rows, :h] = torch.ops.aten.silu_backward(d_act * up[rows], gate[rows])
-        torch.mul(d_act, silu[rows], out=dgu[rows, h:])
-        torch.mm(dgu[rows], w13[e], out=dxs[rows])
+        torch.ops.aten.silu_backward.grad_input(d_act * up[rows], gate[rows], grad_input=d_gate[rows])
+        torch.mul(d_act, silu[rows], out=d_up[rows])
+        torch.mm(d_gate[rows], w13[e, :h], out=dxs[rows])
+        dxs[rows].addmm_(d_up[rows], w13[e, h:])
         torch.mm(gy[rows].t(), act[rows], out=dw2[e])
-        torch.mm(dgu[rows].t(), xs[rows], out=dw13[e])
+        torch.mm(d_gate[rows].t(), xs[rows], out=dw13[e, :h])
+        torch.mm(d_up[rows].t(), xs[rows], out=dw13[e, h:])
     return dxs, dw13, dw2
 
 
-@torch.library.custom_op("mode_kernels::moe_mlp_train", mutates_args=())
+# The op's outputs past `out` are saved for the backward and never used by the model: no gradient flows into
+# them (their backward inputs are None, not zero tensors filled at every step). The version in the op's name
+# changes with its outputs: torch.compile's on-disk cache keys graphs by op name, and a graph cached for the
+# earlier outputs would fail on these.
+@torch.library.custom_op("mode_kernels::moe_mlp_train_v2", mutates_args=())
 def moe_mlp_train_fwd(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, ids: torch.Tensor,
-                      weights: torch.Tensor, strategy: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(out [B, T, d], gu [B*k*T, 2h] in expert order, ys [B, k, T*d]: each choice's unweighted output)."""
+                      weights: torch.Tensor, strategy: str
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(out [B, T, d]; for the backward: xs [B*k*T, d] the rows in expert order, gu and sa [2, B*k*T, h] (see
+    _expert_forward) and ys [B, k, T*d], each choice's unweighted output)."""
     b, t, d = x.shape
     k = ids.shape[1]
     order, inv, counts = _routing(ids, w13.shape[0])
     xs = x.index_select(0, order // k).reshape(-1, d)
-    gu, y = _expert_forward(xs, w13.to(x.dtype), w2.to(x.dtype), counts, t, strategy)
+    gu, sa, y = _expert_forward(xs, w13.to(x.dtype), w2.to(x.dtype), counts, t, strategy)
     ys = y.view(b * k, t * d).index_select(0, inv).view(b, k, t * d)
     out = torch.bmm(weights.to(x.dtype).view(b, 1, k), ys).view(b, t, d)
-    return out, gu, ys
+    return out, xs, gu, sa, ys
 
 
 @moe_mlp_train_fwd.register_fake
 def _(x, w13, w2, ids, weights, strategy):
     b, t, d = x.shape
-    k = ids.shape[1]
-    return (x.new_empty(b, t, d), x.new_empty(b * k * t, w13.shape[1]), x.new_empty(b, k, t * d))
+    rows, h = b * ids.shape[1] * t, w13.shape[1] // 2
+    return (x.new_empty(b, t, d), x.new_empty(rows, d), x.new_empty(2, rows, h), x.new_empty(2, rows, h),
+            x.new_empty(b, ids.shape[1], t * d))
 
 
-@torch.library.custom_op("mode_kernels::moe_mlp_train_backward", mutates_args=())
+@torch.library.custom_op("mode_kernels::moe_mlp_train_backward_v2", mutates_args=())
 def moe_mlp_train_bwd(g: torch.Tensor, x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, ids: torch.Tensor,
-                      weights: torch.Tensor, gu: torch.Tensor, ys: torch.Tensor, strategy: str
-                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                      weights: torch.Tensor, xs: torch.Tensor, gu: torch.Tensor, sa: torch.Tensor, ys: torch.Tensor,
+                      strategy: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dx, dw13, dw2, dweights) of moe_mlp_train's `out` for its gradient g [B, T, d]."""
     b, t, d = x.shape
     k = ids.shape[1]
@@ -123,27 +142,30 @@ def moe_mlp_train_bwd(g: torch.Tensor, x: torch.Tensor, w13: torch.Tensor, w2: t
     g = g.to(x.dtype).reshape(b, 1, t * d)
     dweights = torch.bmm(ys, g.transpose(1, 2)).view(b, k).to(weights.dtype)
     gy = (weights.to(x.dtype).view(b, k, 1) * g).view(b * k, t * d).index_select(0, order).view(-1, d)
-    xs = x.index_select(0, order // k).reshape(-1, d)
-    dxs, dw13, dw2 = _expert_backward(gy, xs, gu, w13.to(x.dtype), w2.to(x.dtype), counts, t, strategy)
+    dxs, dw13, dw2 = _expert_backward(gy, xs, gu, sa, w13.to(x.dtype), w2.to(x.dtype), counts, t, strategy)
     dx = dxs.view(b * k, t, d).index_select(0, inv).view(b, k, t, d).sum(dim=1)
     return dx, dw13.to(w13.dtype), dw2.to(w2.dtype), dweights
 
 
 @moe_mlp_train_bwd.register_fake
-def _(g, x, w13, w2, ids, weights, gu, ys, strategy):
+def _(g, x, w13, w2, ids, weights, xs, gu, sa, ys, strategy):
     return torch.empty_like(x), torch.empty_like(w13), torch.empty_like(w2), torch.empty_like(weights)
 
 
 def _setup_context(ctx, inputs, output) -> None:
     x, w13, w2, ids, weights, strategy = inputs
-    _, gu, ys = output
-    ctx.save_for_backward(x, w13, w2, ids, weights, gu, ys)
+    _, xs, gu, sa, ys = output
+    ctx.save_for_backward(x, w13, w2, ids, weights, xs, gu, sa, ys)
+    ctx.mark_non_differentiable(xs, gu, sa, ys)
+    ctx.set_materialize_grads(False)
     ctx.strategy = strategy
 
 
-def _backward(ctx, g_out, g_gu, g_ys):
-    x, w13, w2, ids, weights, gu, ys = ctx.saved_tensors
-    dx, dw13, dw2, dweights = moe_mlp_train_bwd(g_out.contiguous(), x, w13, w2, ids, weights, gu, ys,
+def _backward(ctx, g_out, *unused_grads):
+    x, w13, w2, ids, weights, xs, gu, sa, ys = ctx.saved_tensors
+    if g_out is None:  # nothing downstream used `out`
+        return None, None, None, None, None, None
+    dx, dw13, dw2, dweights = moe_mlp_train_bwd(g_out.contiguous(), x, w13, w2, ids, weights, xs, gu, sa, ys,
                                                 ctx.strategy)
     return dx, dw13, dw2, None, dweights, None
 

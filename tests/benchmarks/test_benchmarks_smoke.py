@@ -31,6 +31,7 @@ SHORT_EVAL = ["--episodes", "1", "--workers", "1", "--eval", "max_steps=4", "--e
 # name -> command after the interpreter; {lift}/{square}/{out} are filled in by the test.
 SCRIPTS = {
     "train_throughput": ["benchmarks/train_throughput.py", "--smoke", "--policies", "mode,dit,cnn"],
+    "train_profile": ["benchmarks/train_profile.py", "--smoke"],
     "inference": ["-m", "benchmarks.inference", "--smoke", "--device", "cpu"],
     "kernels": ["benchmarks/kernels.py", "--quick", "--device", "cpu", "--threads", "1"],
     "data_throughput": ["benchmarks/data_throughput.py", "--smoke"],
