@@ -52,13 +52,14 @@ def worker(batch_size: int) -> None:
     import torch
 
     from policies.base import Policy
+    from training.module import adamw
 
     threads = os.environ["BENCH_THREADS"]
     torch.set_num_threads(free_cores() if threads == "free" else int(threads))
     normalizer, shape_meta = lift_state_setup(1000)
     policy = Policy.build("mode", {}, shape_meta, normalizer).train()
     cfg = policy.cfg
-    opt = torch.optim.AdamW(policy.parameters(), lr=1e-4)
+    opt = adamw(policy.parameters(), lr=1e-4)  # the trainer's optimizer
     batch = {"obs": {k: torch.randn(batch_size, cfg.n_obs_steps, d) for k, d in LIFT_STATE.items()},
              "action": torch.rand(batch_size, cfg.horizon, LIFT_ACTION_DIM) * 2 - 1,
              "action_is_pad": torch.zeros(batch_size, cfg.horizon, dtype=torch.bool),

@@ -53,11 +53,12 @@ def make_case(name: str, width: int, mode: str, batch_size: int, device: str) ->
     import torch
 
     from policies.base import Policy, compile_loss
+    from training.module import adamw
 
     torch.manual_seed(0)
     normalizer, shape_meta = lift_state_setup(1000)
     policy = Policy.build(name, policy_config(name, width), shape_meta, normalizer).to(device).train()
-    opt = torch.optim.AdamW(policy.parameters(), lr=1e-4)
+    opt = adamw(policy.parameters(), lr=1e-4)  # the trainer's optimizer
     to, horizon = policy.config["n_obs_steps"], policy.config["horizon"]
     batch = {
         "obs": {k: torch.randn(batch_size, to, d, device=device) for k, d in LIFT_STATE.items()},

@@ -56,6 +56,19 @@ def split_new_params(groups: list[dict[str, Any]], model: nn.Module, new_names: 
     return out
 
 
+def adamw(params: Any, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+          weight_decay: float = 0.01) -> torch.optim.AdamW:
+    """AdamW with PyTorch's fused kernel wherever every parameter allows it (floating point, on the CPU or a
+    CUDA device): one pass over each tensor. Without it the CPU runs a loop of a dozen elementwise ops per
+    parameter, 4-5x the time: at width 512 on one thread, 413 ms against 99 ms a step for MoDE's 31M
+    parameters (a tenth of its training step), which taxed MoDE, with more parameters than its active ones,
+    more than the dense DiT (docs/training-speed.md)."""
+    groups = list(params)
+    tensors = [p for g in groups for p in (g["params"] if isinstance(g, dict) else [g])]
+    fused = bool(tensors) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in tensors)
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, fused=fused or None)
+
+
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> float:
     """LR multiplier: linear warm-up to 1, then cosine down to min_lr_ratio at total_steps."""
     if step < warmup_steps:
@@ -144,8 +157,7 @@ class PolicyModule(L.LightningModule):
         if self.new_param_names:
             groups = split_new_params(groups, self.policy, self.new_param_names,
                                       cfg["lr"] * cfg.get("new_param_lr_mult", 1.0))
-        opt = torch.optim.AdamW(groups, lr=cfg["lr"],
-                                betas=tuple(cfg["betas"]), eps=cfg.get("eps", 1e-8))
+        opt = adamw(groups, lr=cfg["lr"], betas=tuple(cfg["betas"]), eps=cfg.get("eps", 1e-8))
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda s: warmup_cosine(s, cfg["warmup_steps"], cfg["total_steps"], cfg["min_lr_ratio"])
         )

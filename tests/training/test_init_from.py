@@ -90,6 +90,7 @@ def test_copied_weights_start_from_the_checkpoint_with_a_fresh_step_and_the_new_
     ft, pre_ckpt = last(run), last(pre)
     assert ft["global_step"] == 3  # a new run: step, schedule and optimiser start afresh
     assert ft["optimizer_states"][0]["param_groups"][0]["initial_lr"] == cfg["optim"]["lr"]
+    assert all(g["fused"] for g in ft["optimizer_states"][0]["param_groups"])  # training/module.adamw on the CPU
     # obs_encoder frozen, so its copied weights are still the pretrained ones, bit for bit
     enc = [k for k in ft["policy"]["state_dict"] if k.startswith("obs_encoder.")]
     assert enc and all(torch.equal(ft["policy"]["state_dict"][k], pre_ckpt["policy"]["state_dict"][k]) for k in enc)
