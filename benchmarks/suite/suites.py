@@ -248,9 +248,10 @@ def _libero(task: str, n_tasks: int, images: bool) -> SuiteTask:
 
 def _libero_budgets(n_tasks: int, images: bool) -> dict[str, Budget]:
     """LIBERO's protocol: evaluation from the benchmark's init states (episode k of a task starts from init
-    state k mod 50), 50 episodes per task from state. With images, rendering both 84x84 cameras holds a worker
-    to 5-9 steps/s on this CPU, so 10 per task keep one evaluation near an hour on 2 cores (docs/libero.md)."""
-    per_task = 10 if images else 50
+    state k mod 50), 50 episodes per task from state. With images, two workers rendering both 84x84 cameras
+    step 14.7 times a second on an idle 2-core Xeon (benchmarks/results/libero_throughput-cpu.jsonl), so 20
+    per task (about 200 steps each, plus the policy's time) keep one evaluation near an hour (docs/libero.md)."""
+    per_task = 20 if images else 50
     cpu = (Budget(3000, 64, per_task * n_tasks, (0,), 500) if images
            else Budget(None, 256, per_task * n_tasks, (0,), 500))
     return {"cpu": cpu,
@@ -302,7 +303,7 @@ SUITES: dict[str, Suite] = {
         (_libero("libero_object", 10, images=False),), _libero_budgets(10, images=False), multitask=True),
     "libero-object-image": Suite(
         "libero-object-image", "LIBERO-Object (10 tasks) from agentview and eye-in-hand (84x84) + robot state, "
-        "language goals, one policy; 50 scripted demos and 10 rollouts per task",
+        "language goals, one policy; 50 scripted demos and 20 rollouts per task",
         (_libero("libero_object", 10, images=True),), _libero_budgets(10, images=True), multitask=True),
     "libero-spatial-state": Suite(
         "libero-spatial-state", "LIBERO-Spatial from state, the 9 tasks whose scripted expert qualifies (task 8 "
