@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-ARM_LABELS = {"scratch": "scratch", "ft": "fine-tuned (pretrained)", "ctrl": "control (random init)"}
+ARM_LABELS = {"scratch": "scratch", "ft": "fine-tuned (pretrained)", "ctrl": "control (untrained init_from)"}
 TABLE_COLUMNS = ("task", "demos", "arm", "success, pooled [95% CI]", "successes / episodes", "per seed",
                  "final val loss", "vs scratch: only arm / only scratch", "McNemar p")
 
@@ -81,7 +81,7 @@ def success_plot(doc: dict[str, Any], path: Path) -> Path:
             err[0].append(max(0.0, g["success_rate"] - lo))
             err[1].append(max(0.0, hi - g["success_rate"]))
             seeds = [s["success_rate"] for s in g["per_seed"]]
-            ax.scatter([x] * len(seeds), seeds, s=9, color="black", zorder=3)
+            ax.scatter([x + width * 0.25] * len(seeds), seeds, s=9, color="black", zorder=3)  # beside the CI bar
         ax.bar(xs, rates, width=width * 0.95, yerr=err, capsize=2, label=ARM_LABELS.get(arm, arm))
     ax.set_xticks(range(len(cells)), [f"{t}\n{n} demos" for t, n in cells], fontsize=8)
     ax.set_ylim(0, 1.05)

@@ -106,6 +106,11 @@ def read_run(run: Path, study: Path) -> tuple[dict[str, Any] | None, str | None]
     }, None
 
 
+def is_run_dir(path: Path) -> bool:
+    """What train.py leaves in a run directory (other folders, such as the study's logs, are not runs)."""
+    return path.is_dir() and any((path / name).exists() for name in ("config.yaml", "checkpoints", "eval"))
+
+
 def read_study(study: Path) -> tuple[list[dict[str, Any]], list[str]]:
     """Every evaluated run under `study` (sorted by name) and one note per directory left out."""
     if not study.exists():
@@ -113,7 +118,7 @@ def read_study(study: Path) -> tuple[list[dict[str, Any]], list[str]]:
     if not study.is_dir():
         raise StudyError(f"{study}: not a directory (give the study directory, or a saved report .json)")
     runs, notes = [], []
-    for run in sorted(p for p in study.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    for run in sorted(p for p in study.iterdir() if is_run_dir(p)):
         record, note = read_run(run, study)
         if record is not None:
             runs.append(record)
@@ -121,5 +126,5 @@ def read_study(study: Path) -> tuple[list[dict[str, Any]], list[str]]:
             notes.append(note)
     if not runs:
         raise StudyError(f"{study}: no run directory with an eval/*/eval_info.json "
-                         f"({len(notes)} director{'y' if len(notes) == 1 else 'ies'} looked at)")
+                         f"({len(notes)} run director{'y' if len(notes) == 1 else 'ies'} without one)")
     return runs, notes

@@ -135,7 +135,8 @@ def test_final_validation_loss_is_the_last_val_row_of_metrics_csv(tmp_path):
 
 def test_runs_without_an_evaluation_or_a_study_name_are_left_out_with_one_line_each(tmp_path, capsys):
     write_run(tmp_path, "scratch", 5, 0, seeds_from(1000, [1, 0]))
-    (tmp_path / "pre").mkdir()  # the pretraining run: trained, never evaluated
+    (tmp_path / "pre" / "checkpoints").mkdir(parents=True)  # the pretraining run: trained, never evaluated
+    (tmp_path / "logs").mkdir()  # not a run: passed over without a note
     write_run(tmp_path, "ft", 5, 0, None)  # trained, its evaluation not run yet
     write_eval(tmp_path / "oddly_named", seeds_from(1000, [1]))
     write_run(tmp_path, "ctrl", 5, 1, seeds_from(1000, [1]))
@@ -155,7 +156,7 @@ def test_a_bad_directory_is_one_line_of_error(tmp_path, capsys, make):
     if make == "file":
         target.write_text("not a study")
     elif make == "empty":
-        (target / "pre").mkdir(parents=True)
+        (target / "pre" / "checkpoints").mkdir(parents=True)
     assert main([str(target)]) == 2
     out = capsys.readouterr()
     assert out.out == "" and len(out.err.strip().splitlines()) == 1 and out.err.startswith(f"error: {target}")
