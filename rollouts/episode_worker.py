@@ -170,7 +170,8 @@ def worker_main(conn, factory_ref: str | Callable[..., Any], factory_kwargs: dic
 
 
 class _Server:
-    """The worker's envs (built lazily, cached per task index) and the episode in flight."""
+    """The worker's env (built lazily for the task of the episode at hand; one at a time) and the episode in
+    flight."""
 
     def __init__(self, factory_ref: str | Callable[..., Any], factory_kwargs: dict[str, Any]) -> None:
         self.factory_ref, self.factory_kwargs = factory_ref, factory_kwargs
@@ -202,6 +203,11 @@ class _Server:
     def _env(self, episode: dict[str, Any]) -> Any:
         task = int(episode["task"])
         if task not in self.envs:
+            # One env per worker: the runner hands out episodes task by task (Plan.dispatch_order), so the
+            # previous task's env is done with; kept, ten LIBERO envs of about 1 GB each per worker ran the
+            # machine out of memory.
+            for other in list(self.envs):
+                _close_env(self.envs.pop(other))
             if self.factory is None:
                 self.factory = resolve_factory(self.factory_ref)
             self.envs[task] = self.factory(episode["env_spec"], **self.factory_kwargs)

@@ -83,6 +83,15 @@ class Plan:
         was made before per-episode noise and drew from the shared stream."""
         return SHARED_NOISE if self.episode_noise_seed is None else PER_EPISODE_NOISE
 
+    def dispatch_order(self) -> list[int]:
+        """The order in which workers take the episodes: task by task (episode i belongs to task i mod
+        n_tasks), each task's in index order. A worker then keeps one env and rebuilds it only when it moves
+        to the next task; a LIBERO env takes about 1 GB, so one env per task in every worker did not fit in
+        memory on a 10-task suite. An episode's outcome depends on its index alone (its seed, start state and
+        noise), not on when or where it runs."""
+        n_tasks = len(self.horizons)
+        return sorted(range(self.n_episodes), key=lambda i: (i % n_tasks, i))
+
     def start(self, i: int, now: float) -> Running:
         seed = self.episode_noise_seed
         generator = None if seed is None else episode_generator(seed, self.seeds[i], self.device)

@@ -113,7 +113,7 @@ class Runner:
                   ) -> list[dict[str, Any]]:
         while len(self._workers) < min(self.n_workers, plan.n_episodes):
             self._workers.append(self._spawn())
-        todo = deque(range(plan.n_episodes))
+        todo = deque(plan.dispatch_order())
         records: list[dict[str, Any] | None] = [None] * plan.n_episodes
         while todo or any(w.episode is not None for w in self._workers):
             self._start_episodes(todo, plan)  # 1. idle workers start the next episodes

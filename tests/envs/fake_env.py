@@ -4,7 +4,8 @@ obs["state"] = [t, seed, last action[0], task_id]; optional obs["cam_image"] 8x8
 Spec keys (all optional): horizon, succeed_at (step of success; None: never), succeed_seeds (None:
 every seed), raise_on_seeds (step() raises at step 2), crash_on_seeds (the process exits at
 step 2), hang_on_seeds (step 2 sleeps 120 s), fail_build,
-crash_on_build (the process exits in the constructor), image, task_id.
+crash_on_build (the process exits in the constructor), image, task_id, max_open (the constructor raises when
+that many FakeEnvs are already open in this process: an env too big to keep several of).
 """
 
 from __future__ import annotations
@@ -16,10 +17,15 @@ from typing import Any
 import numpy as np
 
 
+OPEN: set[int] = set()  # ids of this process's FakeEnvs not closed yet
+
+
 class FakeEnv:
     instruction = "do the fake thing"
 
     def __init__(self, spec: dict[str, Any]) -> None:
+        if spec.get("max_open") is not None and len(OPEN) >= int(spec["max_open"]):
+            raise MemoryError(f"{len(OPEN)} fake envs already open in this worker (max_open={spec['max_open']})")
         if spec.get("fail_build"):
             raise ImportError("fake simulator is not installed")
         if spec.get("crash_on_build"):
@@ -29,6 +35,7 @@ class FakeEnv:
         self.t = 0
         self.seed = -1
         self.last = 0.0
+        OPEN.add(id(self))
 
     def _obs(self) -> dict[str, np.ndarray]:
         state = np.array([self.t, self.seed, self.last, self.spec.get("task_id", 0)], dtype=np.float32)
@@ -61,7 +68,7 @@ class FakeEnv:
         return np.full((16, 16, 3), (self.t * 10) % 256, dtype=np.uint8)
 
     def close(self) -> None:
-        pass
+        OPEN.discard(id(self))
 
 
 def make_env(spec: dict[str, Any], **kwargs: Any) -> FakeEnv:

@@ -136,6 +136,15 @@ def test_multi_task_spread_evenly_and_goal_matches_env() -> None:
         assert state[:, -1, 3].long().tolist() == task.tolist()
 
 
+def test_workers_take_episodes_task_by_task_and_keep_one_env() -> None:
+    # each task's env may be the only one open in its worker (a LIBERO env takes about 1 GB)
+    tasks = [{"name": n, "env_spec": {"horizon": 4, "task_id": i, "max_open": 1}} for i, n in enumerate("abc")]
+    m = run(ChunkPolicy(n_obs_steps=1, n_action_steps=2), tasks, opts(12, workers=2))
+    assert [r["error"] for r in m["episodes"]] == [None] * 12
+    assert [r["task"] for r in m["episodes"]] == [0, 1, 2] * 4  # records stay in episode order
+    assert [r["seed"] for r in m["episodes"]] == list(range(S0, S0 + 12))
+
+
 def test_seeds_are_distinct_and_disjoint_from_demos() -> None:
     assert RolloutOptions(n_episodes=3).episode_seeds() == [S0, S0 + 1, S0 + 2]
     assert RolloutOptions(n_episodes=2, seed_offset=50).episode_seeds(demo_seeds=range(5)) == [50, 51]
