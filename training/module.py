@@ -60,9 +60,8 @@ def adamw(params: Any, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps
           weight_decay: float = 0.01) -> torch.optim.AdamW:
     """AdamW with PyTorch's fused kernel wherever every parameter allows it (floating point, on the CPU or a
     CUDA device): one pass over each tensor. Without it the CPU runs a loop of a dozen elementwise ops per
-    parameter, 4-5x the time: at width 512 on one thread, 413 ms against 99 ms a step for MoDE's 31M
-    parameters (a tenth of its training step), which taxed MoDE, with more parameters than its active ones,
-    more than the dense DiT (docs/training-speed.md)."""
+    parameter, 4-5x the time (a tenth of MoDE's training step at width 512, one thread), which taxed MoDE,
+    with more parameters than its active ones, more than the dense DiT (docs/training-speed.md)."""
     groups = list(params)
     tensors = [p for g in groups for p in (g["params"] if isinstance(g, dict) else [g])]
     fused = bool(tensors) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in tensors)
