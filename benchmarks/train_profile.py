@@ -27,7 +27,7 @@ CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("routing", ("argsort", "aten::sort", "bincount", "topk", "multinomial", "softmax", "scatter", "gather",
                  "index_select", "aten::index", "cumsum")),
     ("norm", ("layer_norm", "rms_norm")),
-    ("optimizer", ("_foreach", "addcdiv", "addcmul", "lerp", "aten::sqrt")),
+    ("optimizer", ("_fused_adam", "Optimizer.", "_foreach", "addcdiv", "addcmul", "lerp", "aten::sqrt")),
     ("copy", ("aten::copy_", "aten::clone", "aten::contiguous", "aten::cat", "aten::stack", "aten::to",
               "aten::_to_copy", "aten::empty", "aten::zero", "aten::fill_", "aten::zeros")),
     ("activation", ("silu", "gelu", "sigmoid", "tanh")),
