@@ -66,6 +66,7 @@ class Server:
         self.cameras: list[str] = []
         self.init_states: np.ndarray | None = None
         self.task = None
+        self.free_objects: dict[str, int] = {}  # object body -> flat-state index of its free joint
         self.last_raw: dict[str, Any] = {}  # LIBERO's observation from the last reset/step, as it delivered it
 
     # --- requests -------------------------------------------------------------------------------
@@ -92,11 +93,12 @@ class Server:
             hard_reset=False)
         self.env.seed(int(h["seed"]))
         self.env.reset()
+        self.free_objects = self.object_joints()  # the model is built once (no hard reset): its joints stay
         inner = self.env.env
         low, high = inner.action_spec
         problem = inner.parsed_problem
         return {"instruction": self.task.language, "n_init_states": len(self.init_states),
-                "object_joints": self.object_joints(),
+                "object_joints": self.free_objects,
                 "bddl_file": os.path.join(self.task.problem_folder, self.task.bddl_file),
                 "goal": problem.get("goal_state", []), "objects": list(inner.objects_dict),
                 "fixtures": list(inner.fixtures_dict), "action_low": low.tolist(),
@@ -161,7 +163,7 @@ class Server:
     def _perturbed(self, state: np.ndarray, seed: int, radius: float) -> np.ndarray:
         """The state with every free object moved by up to `radius` m in x and y (seeded)."""
         rng = np.random.default_rng(seed)
-        for adr in self.object_joints().values():
+        for adr in self.free_objects.values():
             state[adr:adr + 2] += rng.uniform(-radius, radius, size=2)
         return state
 

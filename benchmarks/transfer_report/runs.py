@@ -11,12 +11,13 @@ report can be recomputed from its runs alone.
 from __future__ import annotations
 
 import csv
-import json
 import re
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from benchmarks.suite.records import read_json  # None for a missing or half-written file
 
 # {arm}-{task}-{n}-s{seed}: the task may hold hyphens (Meta-World's window-open-v3); n and seed end the name.
 RUN_NAME = re.compile(r"^(?P<arm>[A-Za-z0-9_]+)-(?P<task>.+)-(?P<n>\d+)-s(?P<seed>\d+)$")
@@ -25,13 +26,6 @@ VAL_LOSS = "val/loss"
 
 class StudyError(ValueError):
     """The study directory cannot be read as one; the message is one line."""
-
-
-def read_json(path: Path) -> Any | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None  # missing, or half-written by an evaluation still running: not an evaluation yet
 
 
 def newest_eval(run: Path) -> tuple[Path, dict[str, Any]] | None:
